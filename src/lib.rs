@@ -1,0 +1,9 @@
+//! sockscope: socket-state observability for reverse-proxy hosts.
+//!
+//! `source` reads the kernel (sock_diag netlink, `/proc`), `collector`
+//! classifies what it read, `exporter` serves it on `/metrics`.
+#![forbid(unsafe_code)]
+#![deny(rust_2018_idioms)]
+
+pub mod model;
+pub mod source;
