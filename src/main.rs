@@ -1,1 +1,249 @@
-fn main() {}
+//! `sockscope`: socket-state observability for reverse-proxy hosts.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::{Arc, mpsc};
+use std::time::{Duration, Instant};
+
+use clap::{Args, Parser, Subcommand};
+use sockscope::collector::{Config, Poller, SourceMode};
+use sockscope::exporter::{SampleCollector, server};
+use sockscope::source::ProcRoot;
+use tokio::sync::watch;
+
+#[derive(Parser)]
+#[command(name = "sockscope", version, about = "Socket-state observability for reverse-proxy hosts")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+    /// Log level: error, warn, info, debug, trace (or a tracing filter).
+    #[arg(long = "log.level", default_value = "info", global = true)]
+    log_level: String,
+    /// Log format.
+    #[arg(long = "log.format", value_enum, default_value = "text", global = true)]
+    log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Poll kernel socket state in the background and serve it on /metrics.
+    Agent(AgentArgs),
+    /// Poll once and print the analysis as tables (or JSON).
+    Snapshot(SnapshotArgs),
+}
+
+#[derive(Args, Clone)]
+struct PollArgs {
+    /// Root of the proc filesystem every /proc reader joins.
+    #[arg(long = "path.procfs", default_value = "/proc")]
+    procfs: PathBuf,
+    /// Where socket tables come from: netlink (sock_diag), procfs, or auto
+    /// (netlink, falling back per family to procfs when it fails).
+    #[arg(long = "source", value_enum, default_value = "auto")]
+    source: SourceMode,
+    /// Per-destination series kept (fullest pools); the rest are summed
+    /// into destination="other".
+    #[arg(long = "ephemeral.top-destinations", default_value_t = 20)]
+    top_destinations: usize,
+    /// Per-listener series kept (fullest queues); the rest are summed into
+    /// listener="other".
+    #[arg(long = "listen.max-listeners", default_value_t = 200)]
+    max_listeners: usize,
+}
+
+#[derive(Args)]
+struct AgentArgs {
+    #[command(flatten)]
+    poll: PollArgs,
+    /// Time between polls (e.g. 1s, 500ms).
+    #[arg(long = "poll.interval", default_value = "1s", value_parser = parse_interval)]
+    interval: Duration,
+    /// Address to serve on: ":9977" (all interfaces), "127.0.0.1:9977", "[::1]:9977".
+    #[arg(long = "web.listen-address", default_value = ":9977")]
+    listen: String,
+    /// Path under which metrics are served.
+    #[arg(long = "web.telemetry-path", default_value = "/metrics", value_parser = parse_path)]
+    telemetry_path: String,
+}
+
+#[derive(Args)]
+struct SnapshotArgs {
+    #[command(flatten)]
+    poll: PollArgs,
+    /// Print JSON instead of tables.
+    #[arg(long)]
+    json: bool,
+    /// Also print how long each source took.
+    #[arg(long)]
+    timing: bool,
+}
+
+fn parse_interval(s: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(s).map_err(|e| e.to_string())?;
+    if d < Duration::from_millis(10) {
+        return Err("must be at least 10ms".into());
+    }
+    Ok(d)
+}
+
+fn parse_path(s: &str) -> Result<String, String> {
+    if s.starts_with('/') && s.len() > 1 && s != "/healthz" {
+        Ok(s.to_owned())
+    } else {
+        Err("must start with '/' and not be '/' or '/healthz'".into())
+    }
+}
+
+impl PollArgs {
+    /// Checks the procfs root is readable and builds the poller config.
+    fn config(&self) -> Result<Config, String> {
+        let net = self.procfs.join("net");
+        std::fs::read_dir(&net)
+            .map_err(|e| format!("--path.procfs {}: cannot read {}: {e}", self.procfs.display(), net.display()))?;
+        if self.top_destinations == 0 || self.max_listeners == 0 {
+            return Err("--ephemeral.top-destinations and --listen.max-listeners must be at least 1".into());
+        }
+        Ok(Config {
+            procfs: ProcRoot::new(&self.procfs),
+            source: self.source,
+            top_destinations: self.top_destinations,
+            max_listeners: self.max_listeners,
+        })
+    }
+}
+
+fn init_logging(level: &str, format: LogFormat) -> Result<(), String> {
+    let filter = tracing_subscriber::EnvFilter::try_new(level).map_err(|e| format!("--log.level {level:?}: {e}"))?;
+    use std::io::IsTerminal;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+    Ok(())
+}
+
+/// Resolves ":9977" to all interfaces; anything else must be IP:port.
+fn listen_addrs(s: &str) -> Result<Vec<SocketAddr>, String> {
+    if let Some(port) = s.strip_prefix(':') {
+        let port: u16 = port.parse().map_err(|_| format!("--web.listen-address {s:?}: bad port"))?;
+        return Ok(vec![SocketAddr::from(([0u16; 8], port)), SocketAddr::from(([0, 0, 0, 0], port))]);
+    }
+    s.parse()
+        .map(|a| vec![a])
+        .map_err(|_| format!("--web.listen-address {s:?}: expected :PORT, IP:PORT or [IPv6]:PORT"))
+}
+
+async fn bind(s: &str) -> Result<tokio::net::TcpListener, String> {
+    let mut last = String::new();
+    for addr in listen_addrs(s)? {
+        match tokio::net::TcpListener::bind(addr).await {
+            Ok(l) => return Ok(l),
+            // An in-use port is final; an unsupported family tries the next.
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
+                return Err(format!("--web.listen-address {s}: cannot listen on {addr}: {e}"));
+            }
+            Err(e) => last = format!("--web.listen-address {s}: cannot listen on {addr}: {e}"),
+        }
+    }
+    Err(last)
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("install SIGTERM handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+    tracing::info!("shutting down");
+}
+
+fn run_agent(args: AgentArgs) -> Result<(), String> {
+    let cfg = args.poll.config()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| format!("starting the runtime: {e}"))?;
+    rt.block_on(async move {
+        let listener = bind(&args.listen).await?;
+        let local = listener.local_addr().map_err(|e| e.to_string())?;
+
+        let mut poller = Poller::new(cfg);
+        let (tx, rx) = watch::channel(Some(Arc::new(poller.poll())));
+        let (stop_tx, stop_rx) = mpsc::channel::<()>();
+        let interval = args.interval;
+        let poll_thread = std::thread::Builder::new()
+            .name("poller".into())
+            .spawn(move || {
+                let mut next = Instant::now() + interval;
+                loop {
+                    match stop_rx.recv_timeout(next.saturating_duration_since(Instant::now())) {
+                        Err(mpsc::RecvTimeoutError::Timeout) => {}
+                        _ => return,
+                    }
+                    next += interval;
+                    let now = Instant::now();
+                    if next < now {
+                        next = now + interval; // a slow poll skips ticks
+                    }
+                    tx.send_replace(Some(Arc::new(poller.poll())));
+                }
+            })
+            .map_err(|e| format!("starting the poller: {e}"))?;
+
+        let registry = prometheus::Registry::new();
+        registry
+            .register(Box::new(SampleCollector::new(rx)))
+            .map_err(|e| format!("registering metrics: {e}"))?;
+        tracing::info!(address = %local, path = %args.telemetry_path, interval = ?interval, "serving");
+        let router = server::router(registry, &args.telemetry_path);
+        let served = server::serve(listener, router, shutdown_signal()).await;
+        drop(stop_tx);
+        let _ = poll_thread.join();
+        served.map_err(|e| format!("serving: {e}"))
+    })
+}
+
+fn run_snapshot(args: SnapshotArgs) -> Result<(), String> {
+    let mut poller = Poller::new(args.poll.config()?);
+    let sample = poller.poll();
+    if args.json {
+        let s = serde_json::to_string_pretty(&sample).map_err(|e| e.to_string())?;
+        println!("{s}");
+    } else {
+        print!("{}", sockscope::snapshot::render(&sample, args.timing));
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Err(e) = init_logging(&cli.log_level, cli.log_format) {
+        eprintln!("sockscope: {e}");
+        return ExitCode::from(2);
+    }
+    let res = match cli.command {
+        Command::Agent(a) => run_agent(a),
+        Command::Snapshot(s) => run_snapshot(s),
+    };
+    match res {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e}");
+            eprintln!("sockscope: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

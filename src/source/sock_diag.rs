@@ -1,0 +1,322 @@
+//! sock_diag netlink (`NETLINK_SOCK_DIAG`, man 7 sock_diag): the primary
+//! source. inet_diag dumps TCP sockets per family, unix_diag dumps UNIX
+//! sockets.
+//!
+//! Framing and message layouts come from `netlink-sys` and
+//! `netlink-packet-core` / `netlink-packet-sock-diag`; this module only
+//! walks a receive buffer and turns each message into a
+//! [`TcpSocket`]/[`UnixSocket`] (pure functions, tested on byte arrays).
+//! Sockets are streamed to a visitor as they arrive: the dump is never held
+//! in memory (one 64 KiB receive buffer, reused).
+
+use std::io;
+use std::net::SocketAddr;
+
+use netlink_packet_core::{
+    DoneBuffer, ErrorBuffer, NLM_F_DUMP, NLM_F_REQUEST, NLMSG_DONE, NLMSG_ERROR, NetlinkBuffer,
+    NetlinkHeader, NetlinkMessage, Parseable,
+};
+use netlink_packet_sock_diag::{
+    AF_INET, AF_INET6, IPPROTO_TCP, SOCK_DIAG_BY_FAMILY, SockDiagMessage,
+    inet::{ExtensionFlags, InetRequest, InetResponseHeader, SocketId, StateFlags},
+    unix::{
+        ShowFlags, StateFlags as UnixStateFlags, UnixRequest, UnixResponse,
+        nlas::{Nla as UnixNla, UnixDiagName},
+    },
+};
+use netlink_sys::{Socket, SocketAddr as NlAddr, protocols::NETLINK_SOCK_DIAG};
+
+use crate::model::{Family, TcpSocket, TcpState, UnixName, UnixSocket, UnixState, UnixType};
+use crate::source::{ReadStats, SourceError};
+
+/// Receive buffer size. The kernel sizes dump skbs by the reader's buffer
+/// (up to 32 KiB per `recvmsg`, `netlink_dump()`); 64 KiB never truncates.
+const RECV_BUF: usize = 64 * 1024;
+
+/// inet_diag state mask of every TCP state (bits 1..=12, incl.
+/// `TCP_NEW_SYN_RECV` = 12, which the crate's `StateFlags::all()` omits).
+pub const TCP_ALL_STATES: u32 = 0x1ffe;
+/// inet_diag state mask of `TCP_LISTEN` only.
+pub const TCP_LISTEN_ONLY: u32 = 1 << 10;
+
+/// Offset of `idiag_expires` in `struct inet_diag_msg`
+/// (include/uapi/linux/inet_diag.h): family, state, timer, retrans (4 bytes)
+/// + `struct inet_diag_sockid` (48 bytes). The crate's header type drops the
+///   value for TIME_WAIT sockets (timer 3), so it is read here directly.
+const IDIAG_EXPIRES: std::ops::Range<usize> = 52..56;
+/// Offset of `idiag_wqueue` (for LISTEN: `sk_max_ack_backlog`).
+const IDIAG_WQUEUE: std::ops::Range<usize> = 60..64;
+/// Length of `struct inet_diag_msg`.
+const INET_DIAG_MSG_LEN: usize = 72;
+
+/// One netlink message found in a receive buffer.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Frame<'a> {
+    /// A `SOCK_DIAG_BY_FAMILY` message's payload (one socket).
+    Socket(&'a [u8]),
+    /// `NLMSG_DONE`, carrying the dump's final error code (0 = success;
+    /// negative errno otherwise).
+    Done(i32),
+    /// `NLMSG_ERROR` with a non-zero (negative errno) code.
+    Error(i32),
+    /// A message of another type, or one whose sequence number is not the
+    /// request's (ignored).
+    Other,
+}
+
+/// Splits a receive buffer into netlink messages (`NLMSG_ALIGN`ed).
+///
+/// Calls `on_frame` for each; stops at the first `Done`/`Error` and returns
+/// `Ok(true)` when one was seen. A truncated or inconsistent header is a
+/// decode error: the rest of the buffer cannot be framed.
+pub fn walk_frames<'a>(
+    mut buf: &'a [u8],
+    seq: u32,
+    mut on_frame: impl FnMut(Frame<'a>),
+) -> Result<bool, netlink_packet_core::DecodeError> {
+    while !buf.is_empty() {
+        let msg = NetlinkBuffer::new_checked(buf)?;
+        let len = msg.length() as usize;
+        let frame = if msg.sequence_number() != seq {
+            Frame::Other
+        } else {
+            match msg.message_type() {
+                NLMSG_DONE => {
+                    // Older kernels send a DONE without a code.
+                    let code = DoneBuffer::new_checked(msg.payload())
+                        .map(|d| d.code())
+                        .unwrap_or(0);
+                    Frame::Done(code)
+                }
+                NLMSG_ERROR => {
+                    let e = ErrorBuffer::new_checked(msg.payload())?;
+                    match e.code() {
+                        Some(code) => Frame::Error(code.get()),
+                        None => Frame::Other, // an ACK
+                    }
+                }
+                SOCK_DIAG_BY_FAMILY => Frame::Socket(msg.payload()),
+                _ => Frame::Other,
+            }
+        };
+        let end = matches!(frame, Frame::Done(_) | Frame::Error(_));
+        on_frame(frame);
+        if end {
+            return Ok(true);
+        }
+        let aligned = (len + 3) & !3;
+        buf = buf.get(aligned..).unwrap_or(&[]);
+    }
+    Ok(false)
+}
+
+/// Decodes one inet_diag response (`struct inet_diag_msg` plus attributes,
+/// which are not needed and not parsed) into a [`TcpSocket`].
+///
+/// Errors: payload shorter than `inet_diag_msg`, a family other than
+/// `AF_INET`/`AF_INET6`, a state outside 1..=12.
+pub fn decode_inet(payload: &[u8]) -> Result<TcpSocket, netlink_packet_core::DecodeError> {
+    let fixed = payload
+        .get(..INET_DIAG_MSG_LEN)
+        .ok_or_else(|| format!("inet_diag_msg too short: {} bytes", payload.len()))?;
+    let header = InetResponseHeader::parse(fixed)?;
+    let family = match header.family {
+        AF_INET => Family::Ipv4,
+        AF_INET6 => Family::Ipv6,
+        f => return Err(format!("unexpected inet_diag family {f}").into()),
+    };
+    let state = TcpState::from_kernel(header.state)
+        .ok_or_else(|| format!("unexpected TCP state {}", header.state))?;
+    let u32_at = |r: std::ops::Range<usize>| {
+        u32::from_ne_bytes(fixed[r].try_into().expect("4-byte range"))
+    };
+    let id = &header.socket_id;
+    Ok(TcpSocket {
+        family,
+        state,
+        local: SocketAddr::new(id.source_address, id.source_port),
+        remote: SocketAddr::new(id.destination_address, id.destination_port),
+        rqueue: header.recv_queue,
+        wqueue: Some(u32_at(IDIAG_WQUEUE)),
+        expires_ms: header.timer.as_ref().map(|_| u32_at(IDIAG_EXPIRES)),
+    })
+}
+
+/// Decodes one unix_diag response (`struct unix_diag_msg` + `UNIX_DIAG_*`
+/// attributes) into a [`UnixSocket`].
+///
+/// State mapping (sk_state → `/proc/net/unix` St): `TCP_LISTEN` → listen,
+/// `TCP_ESTABLISHED` → connected, anything else → unconnected. unix_diag
+/// skips sockets without an inode (`sk_diag_dump()`), i.e. embryos that
+/// `/proc/net/unix` shows as `SS_CONNECTING`: a listener's
+/// `UNIX_DIAG_RQLEN` (queued, backlog) counts them instead.
+pub fn decode_unix(payload: &[u8]) -> Result<UnixSocket, netlink_packet_core::DecodeError> {
+    let resp = UnixResponse::parse(payload)?;
+    let sock_type = UnixType::from_kernel(u32::from(resp.header.kind))
+        .ok_or_else(|| format!("unexpected unix socket type {}", resp.header.kind))?;
+    let state = match resp.header.state {
+        10 => UnixState::Listen,
+        1 => UnixState::Connected,
+        _ => UnixState::Unconnected,
+    };
+    let mut name = None;
+    let mut listen_queue = None;
+    for nla in &resp.nlas {
+        match nla {
+            UnixNla::Name(UnixDiagName::Pathname(p)) => {
+                name = Some(UnixName::Path(p.to_string_lossy().into_owned()));
+            }
+            UnixNla::Name(UnixDiagName::Abstract(a)) => {
+                // /proc/net/unix and ss print every NUL of an abstract name as '@'.
+                let shown: Vec<u8> = a.iter().map(|&b| if b == 0 { b'@' } else { b }).collect();
+                name = Some(UnixName::Abstract(String::from_utf8_lossy(&shown).into_owned()));
+            }
+            UnixNla::ReceiveQueueLength(queued, limit) if state == UnixState::Listen => {
+                listen_queue = Some((*queued, *limit));
+            }
+            _ => {}
+        }
+    }
+    Ok(UnixSocket {
+        sock_type,
+        state,
+        name,
+        listen_queue,
+    })
+}
+
+/// A `NETLINK_SOCK_DIAG` socket, reused across polls.
+pub struct SockDiag {
+    socket: Socket,
+    buf: Vec<u8>,
+    seq: u32,
+}
+
+impl SockDiag {
+    /// Opens and binds the netlink socket.
+    ///
+    /// Errors: `socket(2)`/`bind(2)` failures, e.g. `EPERM`/`EACCES` under a
+    /// seccomp or LSM policy, `EAFNOSUPPORT` without CONFIG_INET_DIAG.
+    pub fn open() -> Result<Self, SourceError> {
+        let nl = |op| move |source| SourceError::Netlink { op, source };
+        let mut socket = Socket::new(NETLINK_SOCK_DIAG).map_err(nl("socket"))?;
+        socket.bind_auto().map_err(nl("bind"))?;
+        socket.connect(&NlAddr::new(0, 0)).map_err(nl("connect"))?;
+        Ok(SockDiag {
+            socket,
+            buf: vec![0; RECV_BUF],
+            seq: 0,
+        })
+    }
+
+    /// Dumps TCP sockets of `family` whose state bit is set in `states`
+    /// (bit N = TCP state N; see [`TCP_ALL_STATES`]).
+    ///
+    /// The kernel walks the listening hash before the established hash
+    /// (`inet_diag_dump_icsk()`), so listeners arrive first.
+    pub fn dump_tcp(
+        &mut self,
+        family: Family,
+        states: u32,
+        visit: &mut dyn FnMut(TcpSocket),
+    ) -> Result<ReadStats, SourceError> {
+        let (af, socket_id) = match family {
+            Family::Ipv4 => (AF_INET, SocketId::new_v4()),
+            Family::Ipv6 => (AF_INET6, SocketId::new_v6()),
+        };
+        let req = SockDiagMessage::InetRequest(InetRequest {
+            family: af,
+            protocol: IPPROTO_TCP,
+            extensions: ExtensionFlags::empty(),
+            states: StateFlags::from_bits_retain(states),
+            socket_id,
+        });
+        self.dump(req, &mut |payload, stats| match decode_inet(payload) {
+            Ok(s) => {
+                stats.records += 1;
+                visit(s);
+            }
+            Err(e) => {
+                stats.parse_errors += 1;
+                tracing::debug!(error = %e, "skipping malformed inet_diag message");
+            }
+        })
+    }
+
+    /// Dumps every UNIX socket with its name, peer, receive-queue lengths
+    /// and (for listeners) pending connections.
+    pub fn dump_unix(
+        &mut self,
+        visit: &mut dyn FnMut(UnixSocket),
+    ) -> Result<ReadStats, SourceError> {
+        let req = SockDiagMessage::UnixRequest(UnixRequest {
+            state_flags: UnixStateFlags::from_bits_retain(u32::MAX),
+            inode: 0,
+            show_flags: ShowFlags::NAME | ShowFlags::PEER | ShowFlags::RQLEN | ShowFlags::ICONS,
+            cookie: [0xff; 8],
+        });
+        self.dump(req, &mut |payload, stats| match decode_unix(payload) {
+            Ok(s) => {
+                stats.records += 1;
+                visit(s);
+            }
+            Err(e) => {
+                stats.parse_errors += 1;
+                tracing::debug!(error = %e, "skipping malformed unix_diag message");
+            }
+        })
+    }
+
+    fn dump(
+        &mut self,
+        req: SockDiagMessage,
+        on_socket: &mut dyn FnMut(&[u8], &mut ReadStats),
+    ) -> Result<ReadStats, SourceError> {
+        self.seq = self.seq.wrapping_add(1);
+        let seq = self.seq;
+        let mut header = NetlinkHeader::default();
+        header.flags = NLM_F_REQUEST | NLM_F_DUMP;
+        header.sequence_number = seq;
+        let mut msg = NetlinkMessage::new(header, req.into());
+        msg.finalize();
+        let mut out = vec![0u8; msg.buffer_len()];
+        msg.serialize(&mut out);
+        self.socket
+            .send(&out, 0)
+            .map_err(|source| SourceError::Netlink { op: "send", source })?;
+
+        let mut stats = ReadStats::default();
+        loop {
+            let n = {
+                let mut slice = &mut self.buf[..];
+                match self.socket.recv(&mut slice, 0) {
+                    Ok(n) => n,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(source) => return Err(SourceError::Netlink { op: "recv", source }),
+                }
+            };
+            let n = n.min(self.buf.len());
+            let mut end = None;
+            let framed = walk_frames(&self.buf[..n], seq, |frame| match frame {
+                Frame::Socket(p) => on_socket(p, &mut stats),
+                Frame::Done(code) | Frame::Error(code) => end = Some(code),
+                Frame::Other => {}
+            });
+            if let Err(e) = framed {
+                // The rest of this datagram cannot be framed; the next
+                // datagram starts on a fresh header.
+                stats.parse_errors += 1;
+                tracing::debug!(error = %e, "malformed netlink frame");
+            }
+            match end {
+                Some(0) => return Ok(stats),
+                Some(code) => return Err(SourceError::Kernel(-code)),
+                None => {}
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+#[path = "sock_diag/tests.rs"]
+mod tests;
