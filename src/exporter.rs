@@ -176,15 +176,17 @@ pub fn families(sample: &Sample) -> Vec<MetricFamily> {
     f.push(&[env!("CARGO_PKG_VERSION")], 1.0);
     f.finish(&mut out);
 
-    let tcp_up = sample
-        .sources
-        .iter()
-        .any(|s| s.up && (s.source.starts_with("inet_diag") || s.source.starts_with("proc_net_tcp")));
+    let tcp_up = sample.sources.iter().any(|s| {
+        s.up && (s.source.starts_with("inet_diag") || s.source.starts_with("proc_net_tcp"))
+    });
     if tcp_up {
         let mut f = Fam::new(&TCP_SOCKETS);
         for fam in Family::ALL {
             for st in TcpState::ALL {
-                f.push(&[fam.label(), st.label()], sample.tcp.family(fam)[st.index()] as f64);
+                f.push(
+                    &[fam.label(), st.label()],
+                    sample.tcp.family(fam)[st.index()] as f64,
+                );
             }
         }
         f.finish(&mut out);
@@ -232,7 +234,11 @@ pub fn families(sample: &Sample) -> Vec<MetricFamily> {
         let delay = s.tcp_tw_reuse_delay_ms.map(|ms| f64::from(ms) / 1000.0);
         Fam::one(&TW_REUSE_DELAY, delay, &mut out);
         Fam::one(&TCP_TIMESTAMPS, Some(f64::from(s.tcp_timestamps)), &mut out);
-        Fam::one(&MAX_TW_BUCKETS, Some(f64::from(s.tcp_max_tw_buckets)), &mut out);
+        Fam::one(
+            &MAX_TW_BUCKETS,
+            Some(f64::from(s.tcp_max_tw_buckets)),
+            &mut out,
+        );
     }
     let c = &sample.counters;
     let f64_of = |v: Option<u64>| v.map(|v| v as f64);

@@ -13,7 +13,11 @@ use sockscope::source::ProcRoot;
 use tokio::sync::watch;
 
 #[derive(Parser)]
-#[command(name = "sockscope", version, about = "Socket-state observability for reverse-proxy hosts")]
+#[command(
+    name = "sockscope",
+    version,
+    about = "Socket-state observability for reverse-proxy hosts"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -105,10 +109,17 @@ impl PollArgs {
     /// Checks the procfs root is readable and builds the poller config.
     fn config(&self) -> Result<Config, String> {
         let net = self.procfs.join("net");
-        std::fs::read_dir(&net)
-            .map_err(|e| format!("--path.procfs {}: cannot read {}: {e}", self.procfs.display(), net.display()))?;
+        std::fs::read_dir(&net).map_err(|e| {
+            format!(
+                "--path.procfs {}: cannot read {}: {e}",
+                self.procfs.display(),
+                net.display()
+            )
+        })?;
         if self.top_destinations == 0 || self.max_listeners == 0 {
-            return Err("--ephemeral.top-destinations and --listen.max-listeners must be at least 1".into());
+            return Err(
+                "--ephemeral.top-destinations and --listen.max-listeners must be at least 1".into(),
+            );
         }
         Ok(Config {
             procfs: ProcRoot::new(&self.procfs),
@@ -120,7 +131,8 @@ impl PollArgs {
 }
 
 fn init_logging(level: &str, format: LogFormat) -> Result<(), String> {
-    let filter = tracing_subscriber::EnvFilter::try_new(level).map_err(|e| format!("--log.level {level:?}: {e}"))?;
+    let filter = tracing_subscriber::EnvFilter::try_new(level)
+        .map_err(|e| format!("--log.level {level:?}: {e}"))?;
     use std::io::IsTerminal;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -136,8 +148,13 @@ fn init_logging(level: &str, format: LogFormat) -> Result<(), String> {
 /// Resolves ":9977" to all interfaces; anything else must be IP:port.
 fn listen_addrs(s: &str) -> Result<Vec<SocketAddr>, String> {
     if let Some(port) = s.strip_prefix(':') {
-        let port: u16 = port.parse().map_err(|_| format!("--web.listen-address {s:?}: bad port"))?;
-        return Ok(vec![SocketAddr::from(([0u16; 8], port)), SocketAddr::from(([0, 0, 0, 0], port))]);
+        let port: u16 = port
+            .parse()
+            .map_err(|_| format!("--web.listen-address {s:?}: bad port"))?;
+        return Ok(vec![
+            SocketAddr::from(([0u16; 8], port)),
+            SocketAddr::from(([0, 0, 0, 0], port)),
+        ]);
     }
     s.parse()
         .map(|a| vec![a])
@@ -151,7 +168,9 @@ async fn bind(s: &str) -> Result<tokio::net::TcpListener, String> {
             Ok(l) => return Ok(l),
             // An in-use port is final; an unsupported family tries the next.
             Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
-                return Err(format!("--web.listen-address {s}: cannot listen on {addr}: {e}"));
+                return Err(format!(
+                    "--web.listen-address {s}: cannot listen on {addr}: {e}"
+                ));
             }
             Err(e) => last = format!("--web.listen-address {s}: cannot listen on {addr}: {e}"),
         }

@@ -26,20 +26,46 @@ pub fn render(sample: &Sample, timing: bool) -> String {
     let mut o = String::new();
     let _ = writeln!(o, "{:<27} {:>10} {:>10}", "TCP sockets", "ipv4", "ipv6");
     for st in TcpState::ALL {
-        let (v4, v6) = (sample.tcp.family(Family::Ipv4)[st.index()], sample.tcp.family(Family::Ipv6)[st.index()]);
-        if v4 + v6 > 0 || matches!(st, TcpState::Established | TcpState::TimeWait | TcpState::Listen) {
+        let (v4, v6) = (
+            sample.tcp.family(Family::Ipv4)[st.index()],
+            sample.tcp.family(Family::Ipv6)[st.index()],
+        );
+        if v4 + v6 > 0
+            || matches!(
+                st,
+                TcpState::Established | TcpState::TimeWait | TcpState::Listen
+            )
+        {
             let _ = writeln!(o, "  {:<25} {:>10} {:>10}", st.label(), v4, v6);
         }
     }
 
-    let _ = writeln!(o, "\n{:<27} {:>10} {:>10} {:>10}", "UNIX sockets", "stream", "dgram", "seqpacket");
+    let _ = writeln!(
+        o,
+        "\n{:<27} {:>10} {:>10} {:>10}",
+        "UNIX sockets", "stream", "dgram", "seqpacket"
+    );
     for st in UnixState::ALL {
-        let v: Vec<u64> = UnixType::ALL.iter().map(|&t| sample.unix.get(t, st)).collect();
-        let _ = writeln!(o, "  {:<25} {:>10} {:>10} {:>10}", st.label(), v[0], v[1], v[2]);
+        let v: Vec<u64> = UnixType::ALL
+            .iter()
+            .map(|&t| sample.unix.get(t, st))
+            .collect();
+        let _ = writeln!(
+            o,
+            "  {:<25} {:>10} {:>10} {:>10}",
+            st.label(),
+            v[0],
+            v[1],
+            v[2]
+        );
     }
 
     let _ = writeln!(o, "\nListeners, fullest first (Q = queued, A = accepted)");
-    let _ = writeln!(o, "  {:<5} {:<36} {:>7} {:>7} {:>6} {:>8}", "PROTO", "LISTENER", "Q", "LIMIT", "FILL", "A");
+    let _ = writeln!(
+        o,
+        "  {:<5} {:<36} {:>7} {:>7} {:>6} {:>8}",
+        "PROTO", "LISTENER", "Q", "LIMIT", "FILL", "A"
+    );
     for l in &sample.listeners {
         let l = &l.listener;
         let (limit, fill) = match (l.limit, l.fill()) {
@@ -84,7 +110,12 @@ pub fn render(sample: &Sample, timing: bool) -> String {
                     percent(p.usage_ratio)
                 );
             }
-            let _ = writeln!(o, "  {} pools; worst usage {}", e.pools_total, percent(e.usage_ratio_max));
+            let _ = writeln!(
+                o,
+                "  {} pools; worst usage {}",
+                e.pools_total,
+                percent(e.usage_ratio_max)
+            );
         }
         None => {
             let _ = writeln!(o, "\nEphemeral ports: unknown (sysctls unreadable)");
@@ -101,7 +132,12 @@ pub fn render(sample: &Sample, timing: bool) -> String {
         show(c.sockstat_tcp_tw)
     );
 
-    let down: Vec<&str> = sample.sources.iter().filter(|s| !s.up).map(|s| s.source).collect();
+    let down: Vec<&str> = sample
+        .sources
+        .iter()
+        .filter(|s| !s.up)
+        .map(|s| s.source)
+        .collect();
     if !down.is_empty() {
         let _ = writeln!(o, "Sources down: {}", down.join(", "));
     }
@@ -110,7 +146,12 @@ pub fn render(sample: &Sample, timing: bool) -> String {
         let mut total = 0.0;
         for s in &sample.sources {
             total += s.duration_seconds;
-            let _ = writeln!(o, "  {:<20} {:>10.3} ms", s.source, s.duration_seconds * 1e3);
+            let _ = writeln!(
+                o,
+                "  {:<20} {:>10.3} ms",
+                s.source,
+                s.duration_seconds * 1e3
+            );
         }
         let _ = writeln!(o, "  {:<20} {:>10.3} ms", "total", total * 1e3);
     }

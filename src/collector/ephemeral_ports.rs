@@ -225,10 +225,18 @@ pub fn report(
         .iter()
         .map(|(k, c)| (*k, *c, base.saturating_sub(c.blocking())))
         .collect();
-    pools.sort_by(|a, b| a.2.cmp(&b.2).then(b.1.used().cmp(&a.1.used())).then(a.0.cmp(&b.0)));
+    pools.sort_by(|a, b| {
+        a.2.cmp(&b.2)
+            .then(b.1.used().cmp(&a.1.used()))
+            .then(a.0.cmp(&b.0))
+    });
     let usage_ratio_max = pools.first().map_or(0.0, |p| ratio(p.2));
     let pools_total = pools.len() as u64;
-    let rest = if pools.len() > top { pools.split_off(top) } else { Vec::new() };
+    let rest = if pools.len() > top {
+        pools.split_off(top)
+    } else {
+        Vec::new()
+    };
     let mut rows: Vec<Pool> = pools
         .into_iter()
         .map(|(k, counts, available)| Pool {
@@ -312,11 +320,24 @@ mod tests {
         let mut e = EphemeralPorts::default();
         let l = PortSet::default();
         for i in 0..est {
-            e.observe(&m, &l, &sock(TcpState::Established, &format!("{src}:{}", 40000 + i), dst, None));
+            e.observe(
+                &m,
+                &l,
+                &sock(
+                    TcpState::Established,
+                    &format!("{src}:{}", 40000 + i),
+                    dst,
+                    None,
+                ),
+            );
         }
         for i in 0..tw {
             let local = format!("{src}:{}", 40100 + i);
-            e.observe(&m, &l, &sock(TcpState::TimeWait, &local, dst, Some(TIME_WAIT_MS - age_ms)));
+            e.observe(
+                &m,
+                &l,
+                &sock(TcpState::TimeWait, &local, dst, Some(TIME_WAIT_MS - age_ms)),
+            );
         }
         let r = report(&m, &l, &e, 20);
         assert_eq!(r.pools[0].counts.used(), u64::from(est + tw));
@@ -325,20 +346,29 @@ mod tests {
 
     #[test]
     fn tw_reuse_0_never_reuses() {
-        assert_eq!(available(0, "127.0.0.1:7100", "127.0.0.1", 100, 100, 30_000), 0);
+        assert_eq!(
+            available(0, "127.0.0.1:7100", "127.0.0.1", 100, 100, 30_000),
+            0
+        );
     }
 
     #[test]
     fn tw_reuse_1_reuses_old_time_wait_anywhere() {
         // FIELD-NOTES: 200 ports, 100 established + 100 TIME_WAIT older than
         // 1 s: connect() took exactly 100 more.
-        assert_eq!(available(1, "10.0.0.1:80", "10.0.0.2", 100, 100, 5_000), 100);
+        assert_eq!(
+            available(1, "10.0.0.1:80", "10.0.0.2", 100, 100, 5_000),
+            100
+        );
         assert_eq!(available(1, "10.0.0.1:80", "10.0.0.2", 100, 100, 500), 0);
     }
 
     #[test]
     fn tw_reuse_2_is_loopback_only() {
-        assert_eq!(available(2, "127.0.0.1:7100", "127.0.0.1", 100, 100, 5_000), 100);
+        assert_eq!(
+            available(2, "127.0.0.1:7100", "127.0.0.1", 100, 100, 5_000),
+            100
+        );
         assert_eq!(available(2, "10.0.0.1:80", "10.0.0.2", 100, 100, 5_000), 0);
         assert_eq!(available(2, "10.0.0.1:80", "127.0.0.1", 0, 50, 5_000), 200);
     }
@@ -348,7 +378,12 @@ mod tests {
         let mut s = sysctls((40000, 40199), 1);
         s.tcp_timestamps = 0;
         let m = PortModel::new(&s);
-        let tw = sock(TcpState::TimeWait, "127.0.0.1:40001", "127.0.0.1:80", Some(1000));
+        let tw = sock(
+            TcpState::TimeWait,
+            "127.0.0.1:40001",
+            "127.0.0.1:80",
+            Some(1000),
+        );
         assert!(!m.tw_reusable(&tw));
     }
 
@@ -359,9 +394,36 @@ mod tests {
         l.insert(40050); // a listener inside the range
         let mut e = EphemeralPorts::default();
         // server side of the listener's connections, and a client outside the range
-        e.observe(&m, &l, &sock(TcpState::Established, "127.0.0.1:40050", "127.0.0.1:40001", None));
-        e.observe(&m, &l, &sock(TcpState::Established, "127.0.0.1:22", "127.0.0.1:40002", None));
-        e.observe(&m, &l, &sock(TcpState::Established, "127.0.0.1:40001", "127.0.0.1:40050", None));
+        e.observe(
+            &m,
+            &l,
+            &sock(
+                TcpState::Established,
+                "127.0.0.1:40050",
+                "127.0.0.1:40001",
+                None,
+            ),
+        );
+        e.observe(
+            &m,
+            &l,
+            &sock(
+                TcpState::Established,
+                "127.0.0.1:22",
+                "127.0.0.1:40002",
+                None,
+            ),
+        );
+        e.observe(
+            &m,
+            &l,
+            &sock(
+                TcpState::Established,
+                "127.0.0.1:40001",
+                "127.0.0.1:40050",
+                None,
+            ),
+        );
         let r = report(&m, &l, &e, 20);
         assert_eq!(r.pools_total, 1);
         assert_eq!(r.listening_in_range, 1);
@@ -378,7 +440,16 @@ mod tests {
             let dst = format!("10.{}.{}.{}:80", i >> 16, (i >> 8) & 255, i & 255);
             let n = if i == 77 { 5 } else { 1 };
             for j in 0..n {
-                e.observe(&m, &l, &sock(TcpState::Established, &format!("10.255.0.1:{}", 40000 + j), &dst, None));
+                e.observe(
+                    &m,
+                    &l,
+                    &sock(
+                        TcpState::Established,
+                        &format!("10.255.0.1:{}", 40000 + j),
+                        &dst,
+                        None,
+                    ),
+                );
             }
         }
         let r = report(&m, &l, &e, 20);
@@ -387,7 +458,10 @@ mod tests {
         assert_eq!(r.pools[0].destination, "10.0.0.77:80");
         assert_eq!(r.pools[0].available, 28232 - 5);
         let other = r.pools.last().unwrap();
-        assert_eq!((other.source.as_str(), other.destination.as_str()), (OTHER, OTHER));
+        assert_eq!(
+            (other.source.as_str(), other.destination.as_str()),
+            (OTHER, OTHER)
+        );
         assert_eq!(other.counts.established, 100_000 - 20);
         assert!((r.usage_ratio_max - 5.0 / 28232.0).abs() < 1e-12);
     }
@@ -398,7 +472,16 @@ mod tests {
         let l = PortSet::default();
         let mut e = EphemeralPorts::default();
         for p in 40000..=40099 {
-            e.observe(&m, &l, &sock(TcpState::TimeWait, &format!("127.0.0.1:{p}"), "127.0.0.1:7100", Some(59_000)));
+            e.observe(
+                &m,
+                &l,
+                &sock(
+                    TcpState::TimeWait,
+                    &format!("127.0.0.1:{p}"),
+                    "127.0.0.1:7100",
+                    Some(59_000),
+                ),
+            );
         }
         let r = report(&m, &l, &e, 20);
         assert_eq!(r.pools[0].available, 0);

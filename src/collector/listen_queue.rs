@@ -248,9 +248,17 @@ pub const OTHER: &str = "other";
 /// Builds the listener table: every listener sorted by queue fill
 /// (length/limit; length/somaxconn without a limit), the first `max` kept,
 /// the rest summed into one `listener="other"` row per protocol.
-pub fn table(tcp: &TcpListeners, unix: &UnixListeners, somaxconn: u32, max: usize) -> Vec<Listener> {
+pub fn table(
+    tcp: &TcpListeners,
+    unix: &UnixListeners,
+    somaxconn: u32,
+    max: usize,
+) -> Vec<Listener> {
     let mut rows: Vec<Listener> = tcp.rows().chain(unix.rows()).collect();
-    let key = |l: &Listener| l.fill().unwrap_or(l.length as f64 / f64::from(somaxconn.max(1)));
+    let key = |l: &Listener| {
+        l.fill()
+            .unwrap_or(l.length as f64 / f64::from(somaxconn.max(1)))
+    };
     rows.sort_by(|a, b| {
         key(b)
             .total_cmp(&key(a))
@@ -291,7 +299,11 @@ mod tests {
     fn tcp(state: TcpState, local: &str, rq: u32, wq: Option<u32>) -> TcpSocket {
         let local: SocketAddr = local.parse().unwrap();
         TcpSocket {
-            family: if local.is_ipv4() { Family::Ipv4 } else { Family::Ipv6 },
+            family: if local.is_ipv4() {
+                Family::Ipv4
+            } else {
+                Family::Ipv6
+            },
             state,
             local,
             remote: "127.0.0.1:50000".parse().unwrap(),
@@ -308,7 +320,11 @@ mod tests {
         t.observe(&tcp(TcpState::Listen, "127.0.0.1:9000", 0, Some(128)));
         // 9 queued + 3 accepted on the wildcard listener (any local address)
         for i in 0..12 {
-            let local = if i % 2 == 0 { "127.0.0.1:8080" } else { "127.0.0.2:8080" };
+            let local = if i % 2 == 0 {
+                "127.0.0.1:8080"
+            } else {
+                "127.0.0.2:8080"
+            };
             t.observe(&tcp(TcpState::Established, local, 0, None));
         }
         t.observe(&tcp(TcpState::Established, "127.0.0.1:9000", 0, None));
@@ -341,7 +357,10 @@ mod tests {
         let rows = table(&TcpListeners::default(), &p, 4096, 10);
         assert_eq!(rows.len(), 1);
         assert_eq!(rows[0].listener, "/run/my app.sock");
-        assert_eq!((rows[0].length, rows[0].limit, rows[0].connected), (2, None, 1));
+        assert_eq!(
+            (rows[0].length, rows[0].limit, rows[0].connected),
+            (2, None, 1)
+        );
         // netlink: RQLEN carries the queue
         let mut n = UnixListeners::default();
         n.observe(&sock(UnixState::Listen, Some((5, 4))));
@@ -355,7 +374,12 @@ mod tests {
         let mut t = TcpListeners::default();
         for port in 1..=300u16 {
             let q = u32::from(port % 7);
-            t.observe(&tcp(TcpState::Listen, &format!("127.0.0.1:{port}"), q, Some(10)));
+            t.observe(&tcp(
+                TcpState::Listen,
+                &format!("127.0.0.1:{port}"),
+                q,
+                Some(10),
+            ));
         }
         let rows = table(&t, &UnixListeners::default(), 4096, 200);
         assert_eq!(rows.len(), 201);

@@ -139,7 +139,11 @@ impl Run<'_> {
             Ok((v, stats)) => {
                 *errors += stats.parse_errors;
                 if stats.parse_errors > 0 {
-                    tracing::warn!(source = name, skipped = stats.parse_errors, "skipped malformed records");
+                    tracing::warn!(
+                        source = name,
+                        skipped = stats.parse_errors,
+                        "skipped malformed records"
+                    );
                 }
                 (true, Some(v), None)
             }
@@ -231,7 +235,11 @@ impl Poller {
                     // Listeners first, so accepted connections and
                     // listening ports are known when the rest arrive.
                     let mut stats = nl.dump_tcp(family, TCP_LISTEN_ONLY, &mut visit)?;
-                    stats.add(nl.dump_tcp(family, TCP_ALL_STATES & !TCP_LISTEN_ONLY, &mut visit)?);
+                    stats.add(nl.dump_tcp(
+                        family,
+                        TCP_ALL_STATES & !TCP_LISTEN_ONLY,
+                        &mut visit,
+                    )?);
                     Ok((c, stats))
                 });
                 if census.is_none() {
@@ -244,8 +252,9 @@ impl Poller {
                 census = run.source(name, |p| {
                     let reader = p.cfg.procfs.open(rel)?;
                     let mut c = TcpCensus::default();
-                    let stats = procfs::parse_tcp(family, reader, &mut |s| c.observe(model.as_ref(), &s))
-                        .map_err(|source| SourceError::Io {
+                    let stats =
+                        procfs::parse_tcp(family, reader, &mut |s| c.observe(model.as_ref(), &s))
+                            .map_err(|source| SourceError::Io {
                             path: p.cfg.procfs.join(rel),
                             source,
                         })?;
@@ -291,17 +300,36 @@ impl Poller {
         let netstat = run.source("proc_net_netstat", |p| {
             let s = p.cfg.procfs.read_to_string("net/netstat")?;
             let c = KernelCounters::parse(&s, "");
-            let missing = [c.listen_overflows, c.listen_drops].iter().filter(|v| v.is_none()).count();
-            Ok((c, ReadStats { records: 2, parse_errors: missing as u64 }))
+            let missing = [c.listen_overflows, c.listen_drops]
+                .iter()
+                .filter(|v| v.is_none())
+                .count();
+            Ok((
+                c,
+                ReadStats {
+                    records: 2,
+                    parse_errors: missing as u64,
+                },
+            ))
         });
         let sockstat = run.source("proc_net_sockstat", |p| {
             let s = p.cfg.procfs.read_to_string("net/sockstat")?;
             let c = KernelCounters::parse("", &s);
-            let missing = [c.sockstat_tcp_tw, c.sockstat_tcp_inuse, c.sockstat_tcp_orphan]
-                .iter()
-                .filter(|v| v.is_none())
-                .count();
-            Ok((c, ReadStats { records: 3, parse_errors: missing as u64 }))
+            let missing = [
+                c.sockstat_tcp_tw,
+                c.sockstat_tcp_inuse,
+                c.sockstat_tcp_orphan,
+            ]
+            .iter()
+            .filter(|v| v.is_none())
+            .count();
+            Ok((
+                c,
+                ReadStats {
+                    records: 3,
+                    parse_errors: missing as u64,
+                },
+            ))
         });
         let counters = KernelCounters {
             listen_overflows: netstat.as_ref().and_then(|c| c.listen_overflows),
@@ -321,7 +349,12 @@ impl Poller {
         );
         let listeners = self.accumulate_full(table, started);
         let ephemeral = model.as_ref().map(|m| {
-            ephemeral_ports::report(m, &tcp.listeners.ports, &tcp.ports, self.cfg.top_destinations)
+            ephemeral_ports::report(
+                m,
+                &tcp.listeners.ports,
+                &tcp.ports,
+                self.cfg.top_destinations,
+            )
         });
         Sample {
             timestamp,
@@ -339,7 +372,10 @@ impl Poller {
     /// or over its limit. Listeners that disappeared are forgotten (their
     /// counter restarts at 0 if they come back, which `rate()` handles).
     fn accumulate_full(&mut self, rows: Vec<Listener>, now: Instant) -> Vec<ListenerSample> {
-        let elapsed = self.last_poll.map_or(Duration::ZERO, |t| now - t).as_secs_f64();
+        let elapsed = self
+            .last_poll
+            .map_or(Duration::ZERO, |t| now - t)
+            .as_secs_f64();
         self.last_poll = Some(now);
         let mut next = HashMap::with_capacity(rows.len());
         let out = rows

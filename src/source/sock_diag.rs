@@ -127,9 +127,8 @@ pub fn decode_inet(payload: &[u8]) -> Result<TcpSocket, netlink_packet_core::Dec
     };
     let state = TcpState::from_kernel(header.state)
         .ok_or_else(|| format!("unexpected TCP state {}", header.state))?;
-    let u32_at = |r: std::ops::Range<usize>| {
-        u32::from_ne_bytes(fixed[r].try_into().expect("4-byte range"))
-    };
+    let u32_at =
+        |r: std::ops::Range<usize>| u32::from_ne_bytes(fixed[r].try_into().expect("4-byte range"));
     let id = &header.socket_id;
     Ok(TcpSocket {
         family,
@@ -169,7 +168,9 @@ pub fn decode_unix(payload: &[u8]) -> Result<UnixSocket, netlink_packet_core::De
             UnixNla::Name(UnixDiagName::Abstract(a)) => {
                 // /proc/net/unix and ss print every NUL of an abstract name as '@'.
                 let shown: Vec<u8> = a.iter().map(|&b| if b == 0 { b'@' } else { b }).collect();
-                name = Some(UnixName::Abstract(String::from_utf8_lossy(&shown).into_owned()));
+                name = Some(UnixName::Abstract(
+                    String::from_utf8_lossy(&shown).into_owned(),
+                ));
             }
             UnixNla::ReceiveQueueLength(queued, limit) if state == UnixState::Listen => {
                 listen_queue = Some((*queued, *limit));

@@ -125,7 +125,10 @@ pub struct KernelCounters {
 pub fn netstat_value(content: &str, prefix: &str, key: &str) -> Option<u64> {
     let mut lines = content.lines();
     while let Some(header) = lines.next() {
-        let Some(keys) = header.strip_prefix(prefix).and_then(|r| r.strip_prefix(':')) else {
+        let Some(keys) = header
+            .strip_prefix(prefix)
+            .and_then(|r| r.strip_prefix(':'))
+        else {
             continue;
         };
         let values = lines.next()?.strip_prefix(prefix)?.strip_prefix(':')?;
@@ -200,7 +203,8 @@ mod tests {
     const NETSTAT: &str = "TcpExt: SyncookiesSent SyncookiesRecv ListenOverflows ListenDrops\n\
                            TcpExt: 0 0 17 21\n\
                            IpExt: InNoRoutes\nIpExt: 0\n";
-    const SOCKSTAT: &str = "sockets: used 6\nTCP: inuse 3 orphan 0 tw 1200 alloc 4 mem 1\nUDP: inuse 0 mem 0\n";
+    const SOCKSTAT: &str =
+        "sockets: used 6\nTCP: inuse 3 orphan 0 tw 1200 alloc 4 mem 1\nUDP: inuse 0 mem 0\n";
 
     #[test]
     fn counters() {

@@ -143,7 +143,10 @@ fn walks_frames_until_done() {
     buf.extend(frame(NLMSG_DONE, 7, &0i32.to_ne_bytes()));
     buf.extend(frame(SOCK_DIAG_BY_FAMILY, 7, &LISTEN6_MSG)); // after DONE: not read
     let mut frames = Vec::new();
-    let done = walk_frames(&buf, 7, |f| frames.push(format!("{f:?}").chars().take(8).collect::<String>())).unwrap();
+    let done = walk_frames(&buf, 7, |f| {
+        frames.push(format!("{f:?}").chars().take(8).collect::<String>())
+    })
+    .unwrap();
     assert!(done);
     assert_eq!(frames, ["Socket([", "Other", "Socket([", "Done(0)"]);
 }

@@ -1,0 +1,208 @@
+//! The binary against a fixture `/proc` tree: its `/metrics` output must
+//! equal `tests/e2e-output.txt` (`UPDATE_GOLDEN=1` rewrites it), pass
+//! `promtool check metrics`, and parse with Python's `prometheus_client`.
+//! Also: bad flags and unusable inputs fail with a one-line error, and a
+//! missing source is a metric, not a failed scrape.
+
+mod common_cli;
+
+use common_cli::{Agent, require_tool, run_with_stdin};
+
+const GOLDEN: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/e2e-output.txt");
+const FIXTURE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/proc");
+
+/// Replaces values that change run to run (timings, timestamps).
+fn stable(text: &str) -> String {
+    text.lines()
+        .map(|l| {
+            let volatile = [
+                "sockscope_poll_duration_seconds{",
+                "sockscope_last_poll_timestamp_seconds ",
+            ];
+            if volatile.iter().any(|p| l.starts_with(p)) {
+                let (series, _) = l.rsplit_once(' ').expect("sample line has a value");
+                format!("{series} <volatile>")
+            } else {
+                l.to_owned()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+        + "\n"
+}
+
+#[test]
+fn golden_metrics_from_fixture_procfs() {
+    let agent = Agent::start(&["--path.procfs", FIXTURE, "--source", "procfs"]);
+    let body = agent.scrape();
+    let got = stable(&body);
+    if std::env::var_os("UPDATE_GOLDEN").is_some() {
+        std::fs::write(GOLDEN, &got).unwrap();
+    }
+    let want =
+        std::fs::read_to_string(GOLDEN).expect("golden file exists (UPDATE_GOLDEN=1 writes it)");
+    assert_eq!(
+        got, want,
+        "metrics differ from {GOLDEN}; rerun with UPDATE_GOLDEN=1 if intended"
+    );
+
+    // Spot checks that the golden file itself says the right things.
+    for line in [
+        "sockscope_tcp_sockets{family=\"ipv4\",state=\"time_wait\"} 4",
+        "sockscope_listen_queue_length{proto=\"tcp\",listener=\"127.0.0.1:8080\"} 9",
+        "sockscope_listen_connections{proto=\"tcp\",listener=\"127.0.0.1:8080\",state=\"connecting\"} 9",
+        "sockscope_parse_errors_total{source=\"proc_net_tcp\"} 1",
+        "sockscope_source_up{source=\"proc_net_tcp\"} 1",
+        "sockscope_sockstat_tcp_tw 4",
+    ] {
+        assert!(got.contains(line), "missing {line}");
+    }
+    // procfs has no accept-queue limit: the series is absent, not zero.
+    assert!(!got.contains("sockscope_listen_queue_limit{"));
+
+    if require_tool("promtool") {
+        let (ok, out) = run_with_stdin("promtool", &["check", "metrics"], &body);
+        assert!(ok && out.trim().is_empty(), "promtool check metrics: {out}");
+    }
+    if require_tool("python3") {
+        let script = "import sys\nfrom prometheus_client.parser import text_string_to_metric_families as p\n\
+                      fams = list(p(sys.stdin.read()))\nassert len(fams) > 20, len(fams)\nprint(len(fams))";
+        let (ok, out) = run_with_stdin("python3", &["-c", script], &body);
+        assert!(ok, "prometheus_client failed to parse the output: {out}");
+    }
+}
+
+#[test]
+fn missing_source_is_a_metric_not_a_failed_scrape() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    // A copy of the fixture without net/tcp6 and with a garbage sysctl.
+    copy_tree(std::path::Path::new(FIXTURE), root);
+    std::fs::remove_file(root.join("net/tcp6")).unwrap();
+    std::fs::write(root.join("sys/net/core/somaxconn"), "lots\n").unwrap();
+    let agent = Agent::start(&[
+        "--path.procfs",
+        root.to_str().unwrap(),
+        "--source",
+        "procfs",
+    ]);
+    let body = agent.scrape();
+    assert!(
+        body.contains("sockscope_source_up{source=\"proc_net_tcp6\"} 0"),
+        "{body}"
+    );
+    assert!(body.contains("sockscope_source_up{source=\"sysctl\"} 0"));
+    assert!(body.contains("sockscope_source_up{source=\"proc_net_tcp\"} 1"));
+    // The rest is still served; figures that need the sysctls are absent, not 0.
+    assert!(body.contains("sockscope_tcp_sockets{family=\"ipv4\",state=\"listen\"} 4"));
+    assert!(!body.contains("sockscope_somaxconn"));
+    assert!(!body.contains("sockscope_ephemeral_ports_available"));
+    let log = agent.stop();
+    assert_eq!(
+        log.matches("source failed").count(),
+        2,
+        "one warning per failed source:\n{log}"
+    );
+    assert!(
+        log.contains("net/tcp6"),
+        "the warning names the file:\n{log}"
+    );
+}
+
+fn copy_tree(from: &std::path::Path, to: &std::path::Path) {
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let dst = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            std::fs::create_dir_all(&dst).unwrap();
+            copy_tree(&e.path(), &dst);
+        } else {
+            std::fs::copy(e.path(), dst).unwrap();
+        }
+    }
+}
+
+#[test]
+fn bad_input_exits_with_one_line_error() {
+    let bin = env!("CARGO_BIN_EXE_sockscope");
+    let cases: &[(&[&str], &str)] = &[
+        (
+            &["agent", "--path.procfs", "/nonexistent/proc"],
+            "--path.procfs",
+        ),
+        (&["agent", "--poll.interval", "soon"], "--poll.interval"),
+        (
+            &["agent", "--web.listen-address", "localhost"],
+            "--web.listen-address",
+        ),
+        (&["snapshot", "--source", "carrier-pigeon"], "--source"),
+    ];
+    for (args, needle) in cases {
+        let out = std::process::Command::new(bin)
+            .args(*args)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} should fail");
+        assert!(
+            stderr.contains(needle),
+            "{args:?}: error should name {needle}: {stderr}"
+        );
+    }
+    // A listen address in use.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let out = std::process::Command::new(bin)
+        .args([
+            "agent",
+            "--path.procfs",
+            FIXTURE,
+            "--web.listen-address",
+            &addr,
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    let last = stderr.lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with("sockscope: --web.listen-address") && last.contains("in use"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn snapshot_fits_80_columns_and_json_parses() {
+    let bin = env!("CARGO_BIN_EXE_sockscope");
+    let out = std::process::Command::new(bin)
+        .args([
+            "snapshot",
+            "--path.procfs",
+            FIXTURE,
+            "--source",
+            "procfs",
+            "--timing",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    for line in text.lines() {
+        assert!(line.chars().count() <= 80, "too wide: {line:?}");
+    }
+    assert!(text.contains("127.0.0.1:8080"));
+    let out = std::process::Command::new(bin)
+        .args([
+            "snapshot",
+            "--path.procfs",
+            FIXTURE,
+            "--source",
+            "procfs",
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["tcp"]["ipv4"][5], 4, "TIME_WAIT count in JSON");
+    assert_eq!(v["listeners"][0]["listener"], "127.0.0.1:8080");
+}
