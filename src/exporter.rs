@@ -12,6 +12,7 @@ use prometheus::proto::{Counter, Gauge, LabelPair, Metric, MetricFamily, MetricT
 use tokio::sync::watch;
 
 use crate::collector::Sample;
+use crate::collector::nginx::{ScrapeError, TargetSample};
 use crate::model::{Family, TcpState, UnixState, UnixType};
 
 /// One metric family of the contract: name, help, type and label names.
@@ -96,6 +97,26 @@ pub mod specs {
             "Lines or messages skipped as malformed, per source.";
         LAST_POLL = "sockscope_last_poll_timestamp_seconds", G, [],
             "Unix time at which the latest sample was taken.";
+        NGINX_UP = "sockscope_nginx_up", G, ["target"],
+            "1 when the last scrape of the nginx stub_status target succeeded, 0 when it failed.";
+        NGINX_ACTIVE = "sockscope_nginx_connections_active", G, ["target"],
+            "stub_status Active connections: open client connections, waiting ones and the scraper's included.";
+        NGINX_READING = "sockscope_nginx_connections_reading", G, ["target"],
+            "stub_status Reading: connections reading a request header.";
+        NGINX_WRITING = "sockscope_nginx_connections_writing", G, ["target"],
+            "stub_status Writing: connections writing a response or waiting for the upstream.";
+        NGINX_WAITING = "sockscope_nginx_connections_waiting", G, ["target"],
+            "stub_status Waiting: idle keepalive client connections.";
+        NGINX_ACCEPTED = "sockscope_nginx_connections_accepted_total", C, ["target"],
+            "stub_status accepts: client connections accepted.";
+        NGINX_HANDLED = "sockscope_nginx_connections_handled_total", C, ["target"],
+            "stub_status handled: client connections handled (accepted minus those refused at worker_connections).";
+        NGINX_REQUESTS = "sockscope_nginx_http_requests_total", C, ["target"],
+            "stub_status requests: client requests.";
+        NGINX_DURATION = "sockscope_nginx_scrape_duration_seconds", G, ["target"],
+            "Time the last stub_status scrape took.";
+        NGINX_ERRORS = "sockscope_nginx_scrape_errors_total", C, ["target", "reason"],
+            "Failed stub_status scrapes by reason: connect, timeout, http, status (not 2xx), body (unreadable or over 64 KiB), parse (not a stub_status page).";
         BUILD_INFO = "sockscope_build_info", G, ["version"],
             "A metric with a constant 1 labelled with the version of sockscope.";
     }
@@ -283,14 +304,63 @@ pub fn families(sample: &Sample) -> Vec<MetricFamily> {
     out
 }
 
-/// The `prometheus` collector over the poller's latest sample.
+/// Builds the nginx families from the latest stub_status scrapes. A target
+/// that is down has `up` 0, its error counters and duration, no figures.
+pub fn nginx_families(targets: &[TargetSample]) -> Vec<MetricFamily> {
+    use specs::*;
+    let mut out = Vec::new();
+    if targets.is_empty() {
+        return out;
+    }
+    let mut up = Fam::new(&NGINX_UP);
+    let mut figures: Vec<(Fam, fn(&crate::collector::nginx::StubStatus) -> u64)> = vec![
+        (Fam::new(&NGINX_ACTIVE), |s| s.active),
+        (Fam::new(&NGINX_READING), |s| s.reading),
+        (Fam::new(&NGINX_WRITING), |s| s.writing),
+        (Fam::new(&NGINX_WAITING), |s| s.waiting),
+        (Fam::new(&NGINX_ACCEPTED), |s| s.accepts),
+        (Fam::new(&NGINX_HANDLED), |s| s.handled),
+        (Fam::new(&NGINX_REQUESTS), |s| s.requests),
+    ];
+    let mut dur = Fam::new(&NGINX_DURATION);
+    let mut errs = Fam::new(&NGINX_ERRORS);
+    for t in targets {
+        let label = [t.target.as_str()];
+        up.push(&label, if t.status.is_some() { 1.0 } else { 0.0 });
+        if let Some(s) = &t.status {
+            for (f, get) in &mut figures {
+                f.push(&label, get(s) as f64);
+            }
+        }
+        dur.push(&label, t.duration_seconds);
+        for kind in ScrapeError::KINDS {
+            let n = t.errors_total.get(kind).copied().unwrap_or(0);
+            errs.push(&[label[0], kind], n as f64);
+        }
+    }
+    up.finish(&mut out);
+    for (f, _) in figures {
+        f.finish(&mut out);
+    }
+    dur.finish(&mut out);
+    errs.finish(&mut out);
+    out
+}
+
+/// The `prometheus` collector over the poller's latest sample and the
+/// latest stub_status scrapes.
 pub struct SampleCollector {
     latest: watch::Receiver<Option<Arc<Sample>>>,
+    nginx: Option<watch::Receiver<Arc<Vec<TargetSample>>>>,
     descs: Vec<Desc>,
 }
 
 impl SampleCollector {
-    pub fn new(latest: watch::Receiver<Option<Arc<Sample>>>) -> SampleCollector {
+    /// `nginx` is `None` when no `--nginx.scrape-uri` is configured.
+    pub fn new(
+        latest: watch::Receiver<Option<Arc<Sample>>>,
+        nginx: Option<watch::Receiver<Arc<Vec<TargetSample>>>>,
+    ) -> SampleCollector {
         let descs = specs::ALL
             .iter()
             .map(|s| {
@@ -303,7 +373,11 @@ impl SampleCollector {
                 .expect("static metric spec is valid")
             })
             .collect();
-        SampleCollector { latest, descs }
+        SampleCollector {
+            latest,
+            nginx,
+            descs,
+        }
     }
 }
 
@@ -314,7 +388,12 @@ impl Collector for SampleCollector {
 
     fn collect(&self) -> Vec<MetricFamily> {
         let sample = self.latest.borrow().clone();
-        sample.map(|s| families(&s)).unwrap_or_default()
+        let mut out = sample.map(|s| families(&s)).unwrap_or_default();
+        if let Some(n) = &self.nginx {
+            let targets = n.borrow().clone();
+            out.extend(nginx_families(&targets));
+        }
+        out
     }
 }
 

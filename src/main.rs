@@ -7,6 +7,7 @@ use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
 use clap::{Args, Parser, Subcommand};
+use sockscope::collector::nginx::{Scraper, Target, scrape_all};
 use sockscope::collector::{Config, Poller, SourceMode};
 use sockscope::exporter::{SampleCollector, server};
 use sockscope::source::ProcRoot;
@@ -72,6 +73,13 @@ struct AgentArgs {
     /// Address to serve on: ":9977" (all interfaces), "127.0.0.1:9977", "[::1]:9977".
     #[arg(long = "web.listen-address", default_value = ":9977")]
     listen: String,
+    /// nginx stub_status to scrape on every poll: http://HOST:PORT/PATH or
+    /// unix:/path/to.sock:/PATH (repeatable).
+    #[arg(long = "nginx.scrape-uri", value_parser = parse_target)]
+    nginx: Vec<Target>,
+    /// Time limit of one stub_status scrape (connect, request and body).
+    #[arg(long = "nginx.timeout", default_value = "2s", value_parser = parse_interval)]
+    nginx_timeout: Duration,
     /// Path under which metrics are served.
     #[arg(long = "web.telemetry-path", default_value = "/metrics", value_parser = parse_path)]
     telemetry_path: String,
@@ -95,6 +103,10 @@ fn parse_interval(s: &str) -> Result<Duration, String> {
         return Err("must be at least 10ms".into());
     }
     Ok(d)
+}
+
+fn parse_target(s: &str) -> Result<Target, String> {
+    s.parse()
 }
 
 fn parse_path(s: &str) -> Result<String, String> {
@@ -222,9 +234,30 @@ fn run_agent(args: AgentArgs) -> Result<(), String> {
             })
             .map_err(|e| format!("starting the poller: {e}"))?;
 
+        let nginx_rx = if args.nginx.is_empty() {
+            None
+        } else {
+            let mut scrapers: Vec<Scraper> = args.nginx.iter().cloned().map(Scraper::new).collect();
+            let timeout = args.nginx_timeout;
+            let first = scrape_all(&mut scrapers, timeout).await;
+            let (ntx, nrx) = watch::channel(Arc::new(first));
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(interval);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                tick.tick().await;
+                loop {
+                    tick.tick().await;
+                    let samples = scrape_all(&mut scrapers, timeout).await;
+                    if ntx.send(Arc::new(samples)).is_err() {
+                        return;
+                    }
+                }
+            });
+            Some(nrx)
+        };
         let registry = prometheus::Registry::new();
         registry
-            .register(Box::new(SampleCollector::new(rx)))
+            .register(Box::new(SampleCollector::new(rx, nginx_rx)))
             .map_err(|e| format!("registering metrics: {e}"))?;
         tracing::info!(address = %local, path = %args.telemetry_path, interval = ?interval, "serving");
         let router = server::router(registry, &args.telemetry_path);

@@ -7,6 +7,7 @@
 
 pub mod ephemeral_ports;
 pub mod listen_queue;
+pub mod nginx;
 pub mod tcp_states;
 pub mod unix_states;
 
