@@ -313,7 +313,8 @@ pub fn nginx_families(targets: &[TargetSample]) -> Vec<MetricFamily> {
         return out;
     }
     let mut up = Fam::new(&NGINX_UP);
-    let mut figures: Vec<(Fam, fn(&crate::collector::nginx::StubStatus) -> u64)> = vec![
+    type Figure = fn(&crate::collector::nginx::StubStatus) -> u64;
+    let mut figures: Vec<(Fam, Figure)> = vec![
         (Fam::new(&NGINX_ACTIVE), |s| s.active),
         (Fam::new(&NGINX_READING), |s| s.reading),
         (Fam::new(&NGINX_WRITING), |s| s.writing),
