@@ -10,6 +10,9 @@ use clap::{Args, Parser, Subcommand};
 use sockscope::collector::nginx::{Scraper, Target, scrape_all};
 use sockscope::collector::{Config, Poller, SourceMode};
 use sockscope::exporter::{SampleCollector, server};
+use sockscope::proxy::reverse::{Proxy, ProxyConfig};
+use sockscope::proxy::upstream::Behavior;
+use sockscope::proxy::{self as lab, Addr};
 use sockscope::source::ProcRoot;
 use tokio::sync::watch;
 
@@ -42,6 +45,69 @@ enum Command {
     Agent(AgentArgs),
     /// Poll once and print the analysis as tables (or JSON).
     Snapshot(SnapshotArgs),
+    /// A reference HTTP/1.1 reverse proxy modelled on nginx.
+    Proxy(ProxyArgs),
+    /// A lab upstream that misbehaves on purpose (seed 001's cases).
+    Upstream(UpstreamArgs),
+}
+
+#[derive(Args)]
+struct ProxyArgs {
+    /// Address to accept clients on: IP:PORT or unix:PATH.
+    #[arg(long, value_parser = parse_addr)]
+    listen: Addr,
+    /// The listen() backlog (capped by net.core.somaxconn).
+    #[arg(long, default_value_t = 511)]
+    backlog: u32,
+    /// Upstream: http://IP:PORT or unix:PATH; repeat for round-robin.
+    #[arg(long = "upstream", required = true, value_parser = parse_addr)]
+    upstreams: Vec<Addr>,
+    /// Idle upstream connections kept per upstream (nginx's keepalive N);
+    /// 0 = a new upstream connection per request, closed by the proxy.
+    #[arg(long, default_value_t = 0)]
+    keepalive: usize,
+    /// How long an idle upstream connection is kept.
+    #[arg(long = "keepalive-timeout", default_value = "60s", value_parser = parse_interval)]
+    keepalive_timeout: Duration,
+    /// Cap on open connections per upstream (waits up to --connect-timeout).
+    #[arg(long = "max-upstream-connections")]
+    max_upstream_connections: Option<usize>,
+    /// Cap on open client connections (like worker_connections): at the cap
+    /// the proxy stops accepting.
+    #[arg(long = "max-connections")]
+    max_connections: Option<usize>,
+    /// Upstream connect timeout (then 504).
+    #[arg(long = "connect-timeout", default_value = "60s", value_parser = parse_interval)]
+    connect_timeout: Duration,
+    /// Time to wait for the upstream's response header (then 504).
+    #[arg(long = "read-timeout", default_value = "60s", value_parser = parse_interval)]
+    read_timeout: Duration,
+    /// Path answered with an nginx stub_status page (e.g. /stub_status).
+    #[arg(long = "status-path")]
+    status_path: Option<String>,
+    /// Worker threads (like worker_processes).
+    #[arg(long, default_value_t = 2)]
+    workers: usize,
+}
+
+#[derive(Args)]
+struct UpstreamArgs {
+    /// Address to listen on: IP:PORT or unix:PATH.
+    #[arg(long, value_parser = parse_addr)]
+    listen: Addr,
+    /// The listen() backlog (capped by net.core.somaxconn).
+    #[arg(long, default_value_t = 511)]
+    backlog: u32,
+    /// What to do with each connection.
+    #[arg(long, value_enum)]
+    behavior: Behavior,
+    /// Worker threads.
+    #[arg(long, default_value_t = 1)]
+    workers: usize,
+}
+
+fn parse_addr(s: &str) -> Result<Addr, String> {
+    s.parse()
 }
 
 #[derive(Args, Clone)]
@@ -190,23 +256,9 @@ async fn bind(s: &str) -> Result<tokio::net::TcpListener, String> {
     Err(last)
 }
 
-async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).expect("install SIGTERM handler");
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
-    }
-    tracing::info!("shutting down");
-}
-
 fn run_agent(args: AgentArgs) -> Result<(), String> {
     let cfg = args.poll.config()?;
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .map_err(|e| format!("starting the runtime: {e}"))?;
+    let rt = runtime(2)?;
     rt.block_on(async move {
         let listener = bind(&args.listen).await?;
         let local = listener.local_addr().map_err(|e| e.to_string())?;
@@ -261,7 +313,7 @@ fn run_agent(args: AgentArgs) -> Result<(), String> {
             .map_err(|e| format!("registering metrics: {e}"))?;
         tracing::info!(address = %local, path = %args.telemetry_path, interval = ?interval, "serving");
         let router = server::router(registry, &args.telemetry_path);
-        let served = server::serve(listener, router, shutdown_signal()).await;
+        let served = server::serve(listener, router, sockscope::signal::shutdown_signal()).await;
         drop(stop_tx);
         let _ = poll_thread.join();
         served.map_err(|e| format!("serving: {e}"))
@@ -280,6 +332,47 @@ fn run_snapshot(args: SnapshotArgs) -> Result<(), String> {
     Ok(())
 }
 
+fn runtime(workers: usize) -> Result<tokio::runtime::Runtime, String> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers.max(1))
+        .enable_all()
+        .build()
+        .map_err(|e| format!("starting the runtime: {e}"))
+}
+
+fn run_proxy(a: ProxyArgs) -> Result<(), String> {
+    if let Some(p) = &a.status_path
+        && !p.starts_with('/')
+    {
+        return Err(format!("--status-path {p:?}: must start with '/'"));
+    }
+    let cfg = ProxyConfig {
+        upstreams: a.upstreams,
+        keepalive: a.keepalive,
+        keepalive_timeout: a.keepalive_timeout,
+        max_upstream_connections: a.max_upstream_connections,
+        max_connections: a.max_connections,
+        connect_timeout: a.connect_timeout,
+        read_timeout: a.read_timeout,
+        status_path: a.status_path,
+    };
+    runtime(a.workers)?.block_on(async move {
+        let listener = lab::listen(&a.listen, a.backlog)?;
+        tracing::info!(listen = %a.listen, backlog = a.backlog, upstreams = ?cfg.upstreams, keepalive = cfg.keepalive, "proxy serving");
+        sockscope::proxy::reverse::serve(listener, Proxy::new(cfg), std::future::pending()).await;
+        Ok(())
+    })
+}
+
+fn run_upstream(a: UpstreamArgs) -> Result<(), String> {
+    runtime(a.workers)?.block_on(async move {
+        let listener = lab::listen(&a.listen, a.backlog)?;
+        tracing::info!(listen = %a.listen, backlog = a.backlog, behavior = ?a.behavior, "upstream serving");
+        sockscope::proxy::upstream::run(listener, a.behavior, Default::default()).await;
+        Ok(())
+    })
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     if let Err(e) = init_logging(&cli.log_level, cli.log_format) {
@@ -289,6 +382,8 @@ fn main() -> ExitCode {
     let res = match cli.command {
         Command::Agent(a) => run_agent(a),
         Command::Snapshot(s) => run_snapshot(s),
+        Command::Proxy(p) => run_proxy(p),
+        Command::Upstream(u) => run_upstream(u),
     };
     match res {
         Ok(()) => ExitCode::SUCCESS,
