@@ -197,12 +197,22 @@ pub fn families(sample: &Sample) -> Vec<MetricFamily> {
     f.push(&[env!("CARGO_PKG_VERSION")], 1.0);
     f.finish(&mut out);
 
-    let tcp_up = sample.sources.iter().any(|s| {
-        s.up && (s.source.starts_with("inet_diag") || s.source.starts_with("proc_net_tcp"))
-    });
+    // A family whose source (netlink or its procfs fallback) is down is left
+    // out, not reported as zeros.
+    let family_up = |fam: Family| {
+        let names = match fam {
+            Family::Ipv4 => ["inet_diag_ipv4", "proc_net_tcp"],
+            Family::Ipv6 => ["inet_diag_ipv6", "proc_net_tcp6"],
+        };
+        sample
+            .sources
+            .iter()
+            .any(|s| s.up && names.contains(&s.source))
+    };
+    let tcp_up = Family::ALL.into_iter().any(family_up);
     if tcp_up {
         let mut f = Fam::new(&TCP_SOCKETS);
-        for fam in Family::ALL {
+        for fam in Family::ALL.into_iter().filter(|&f| family_up(f)) {
             for st in TcpState::ALL {
                 f.push(
                     &[fam.label(), st.label()],

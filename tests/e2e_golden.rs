@@ -95,6 +95,10 @@ fn missing_source_is_a_metric_not_a_failed_scrape() {
     assert!(body.contains("sockscope_source_up{source=\"proc_net_tcp\"} 1"));
     // The rest is still served; figures that need the sysctls are absent, not 0.
     assert!(body.contains("sockscope_tcp_sockets{family=\"ipv4\",state=\"listen\"} 4"));
+    assert!(
+        !body.contains("sockscope_tcp_sockets{family=\"ipv6\""),
+        "a family whose source is down is absent, not 0"
+    );
     assert!(!body.contains("sockscope_somaxconn"));
     assert!(!body.contains("sockscope_ephemeral_ports_available"));
     let log = agent.stop();
