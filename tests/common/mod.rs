@@ -1,0 +1,1098 @@
+//! Shared helpers of the `netns_*` integration tests: re-executing a test
+//! inside a private network namespace, the agent child process, one
+//! persistent HTTP/1.1 scrape connection, a parser of the Prometheus text
+//! format, and readers of the ground truth (`ss`, `/proc/net/unix`,
+//! `/proc/net/sockstat`).
+//!
+//! Every test builds a static world of sockets, then compares the agent
+//! with the ground truth read "at the same moment": read the ground truth,
+//! wait for an agent poll that started after that read, read the ground
+//! truth again, and accept the pair only when both reads are equal (see
+//! [`measure`]).
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::fmt::Debug;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// Env var set in the re-executed child that runs inside the namespace.
+pub const IN_NETNS: &str = "SOCKSCOPE_IN_NETNS";
+/// Where the agent listens inside the namespace.
+pub const AGENT_ADDR: &str = "127.0.0.1:9977";
+
+// ---------------------------------------------------------------------------
+// Re-exec in a private network namespace
+// ---------------------------------------------------------------------------
+
+/// True when `CI=true`: missing prerequisites fail instead of skipping.
+pub fn ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true")
+}
+
+/// A prerequisite is missing: fail under `CI=true`, otherwise print a loud
+/// SKIPPED line (the caller returns).
+pub fn skip_or_fail(reason: &str) {
+    if ci() {
+        panic!("prerequisite missing and CI=true, failing instead of skipping: {reason}");
+    }
+    let banner = format!("\n**********\nSKIPPED: {reason}\n**********\n");
+    println!("{banner}");
+    eprintln!("{banner}");
+}
+
+/// Checks `unshare -n`, `ss` and `ip` work; `Err(reason)` otherwise.
+fn netns_prerequisites() -> Result<(), String> {
+    for (tool, args) in [("ss", &["-V"][..]), ("ip", &["-V"][..])] {
+        match Command::new(tool).args(args).output() {
+            Ok(o) if o.status.success() => {}
+            Ok(o) => return Err(format!("`{tool} -V` failed: {}", o.status)),
+            Err(e) => return Err(format!("`{tool}` not found: {e}")),
+        }
+    }
+    match Command::new("unshare").args(["-n", "--", "true"]).output() {
+        Ok(o) if o.status.success() => Ok(()),
+        Ok(o) => Err(format!(
+            "`unshare -n` failed ({}; needs root / CAP_SYS_ADMIN): {}",
+            o.status,
+            String::from_utf8_lossy(&o.stderr).trim()
+        )),
+        Err(e) => Err(format!("`unshare` not found: {e}")),
+    }
+}
+
+/// Runs `body` inside a fresh private network namespace.
+///
+/// Outside (env [`IN_NETNS`] unset) this re-executes the current test
+/// binary under `unshare -n` with only `test_name`, asserts the child ran
+/// that one test and passed, and echoes its output. Inside, it runs `body`.
+pub fn run_in_netns(test_name: &str, body: impl FnOnce()) {
+    if std::env::var_os(IN_NETNS).is_some() {
+        body();
+        return;
+    }
+    if let Err(reason) = netns_prerequisites() {
+        skip_or_fail(&format!("{test_name}: {reason}"));
+        return;
+    }
+    let exe = std::env::current_exe().expect("current_exe");
+    let started = Instant::now();
+    let out = Command::new("unshare")
+        .args(["-n", "--"])
+        .arg(&exe)
+        .args([test_name, "--exact", "--nocapture", "--test-threads=1"])
+        .env(IN_NETNS, "1")
+        .stdin(Stdio::null())
+        .output()
+        .expect("spawning unshare");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let ran = stdout.contains("test result: ok. 1 passed");
+    if !out.status.success() || !ran {
+        panic!(
+            "{test_name} failed inside the network namespace ({}, ran={ran})\n\
+             ----- child stdout -----\n{stdout}\n----- child stderr -----\n{stderr}",
+            out.status
+        );
+    }
+    println!(
+        "----- {test_name} (in netns, {:.2?}) stdout -----\n{stdout}",
+        started.elapsed()
+    );
+    if !stderr.trim().is_empty() {
+        println!("----- {test_name} stderr -----\n{stderr}");
+    }
+}
+
+/// Pins the calling thread (and every thread and process it starts later)
+/// to one CPU, the first it may run on; returns that CPU.
+///
+/// Why: on loopback each packet is processed on the CPU that sent it.
+/// With client and server threads on two CPUs, segments of one connection
+/// can be reordered or processed concurrently with the client's switch
+/// from FIN_WAIT2 to a timewait socket. Seen on 2 vCPUs: a stale ACK from
+/// the server reaches the client's TIME_WAIT after the server closed, the
+/// server's stack answers with a RST that kills the TIME_WAIT (RFC 1337
+/// assassination, 0-4 per 2000 connections); and, rarely, a client left
+/// in FIN-WAIT-2 for 60 s although the server closed. On one CPU neither
+/// happens and the socket world is deterministic.
+pub fn pin_to_one_cpu() -> usize {
+    let size = std::mem::size_of::<libc::cpu_set_t>();
+    // SAFETY: plain libc calls on a zeroed cpu_set_t owned by this frame.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        assert_eq!(libc::sched_getaffinity(0, size, &mut set), 0);
+        let cpu = (0..libc::CPU_SETSIZE as usize)
+            .find(|&c| libc::CPU_ISSET(c, &set))
+            .expect("no CPU in the affinity mask");
+        libc::CPU_ZERO(&mut set);
+        libc::CPU_SET(cpu, &mut set);
+        assert_eq!(
+            libc::sched_setaffinity(0, size, &set),
+            0,
+            "sched_setaffinity: {}",
+            std::io::Error::last_os_error()
+        );
+        cpu
+    }
+}
+
+/// Pins the test to one CPU ([`pin_to_one_cpu`]), brings `lo` up and
+/// writes namespace-private sysctls, e.g. `("net/ipv4/tcp_tw_reuse", "0")`
+/// (relative to /proc/sys).
+pub fn setup_netns(sysctls: &[(&str, &str)]) {
+    assert!(
+        std::env::var_os(IN_NETNS).is_some(),
+        "setup_netns outside the namespace"
+    );
+    pin_to_one_cpu();
+    run_ok("ip", &["link", "set", "lo", "up"]);
+    for (key, value) in sysctls {
+        let path = Path::new("/proc/sys").join(key);
+        std::fs::write(&path, value)
+            .unwrap_or_else(|e| panic!("writing {value:?} to {}: {e}", path.display()));
+        let back = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(
+            back.split_whitespace().collect::<Vec<_>>(),
+            value.split_whitespace().collect::<Vec<_>>(),
+            "{}",
+            path.display()
+        );
+    }
+}
+
+/// Reads a sysctl under /proc/sys (e.g. `net/ipv4/ip_local_port_range`).
+pub fn sysctl(key: &str) -> String {
+    std::fs::read_to_string(Path::new("/proc/sys").join(key))
+        .unwrap()
+        .trim()
+        .to_owned()
+}
+
+/// Runs a command, asserts success, returns stdout.
+pub fn run_ok(cmd: &str, args: &[&str]) -> String {
+    let out = Command::new(cmd)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("spawning {cmd}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd} {args:?}: {}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("utf-8 output")
+}
+
+/// Seconds since the Unix epoch (the clock of
+/// `sockscope_last_poll_timestamp_seconds`).
+pub fn now_unix() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
+}
+
+/// Polls `cond` every 10 ms until it returns `Some`, or panics after
+/// `limit` with `what` and the last value `describe` gives.
+pub fn wait_for<T>(what: &str, limit: Duration, mut cond: impl FnMut() -> Result<T, String>) -> T {
+    let start = Instant::now();
+    loop {
+        match cond() {
+            Ok(v) => return v,
+            Err(last) if start.elapsed() > limit => {
+                panic!("timed out after {limit:?} waiting for {what}; last: {last}")
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(10)),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The agent child process
+// ---------------------------------------------------------------------------
+
+/// The `sockscope agent` child; killed (and its log printed when the test
+/// is panicking) on drop.
+pub struct Agent {
+    child: Child,
+    log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Agent {
+    /// Starts `sockscope agent --web.listen-address 127.0.0.1:9977
+    /// --poll.interval 100ms` plus `extra` flags. It inherits the
+    /// namespace; it gets SIGKILL if the spawning thread dies.
+    pub fn spawn(extra: &[&str]) -> Agent {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("agent.log");
+        let file = std::fs::File::create(&log).unwrap();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_sockscope"));
+        cmd.args([
+            "agent",
+            "--web.listen-address",
+            AGENT_ADDR,
+            "--poll.interval",
+            "100ms",
+        ])
+        .args(extra)
+        .stdin(Stdio::null())
+        .stdout(file.try_clone().unwrap())
+        .stderr(file);
+        use std::os::unix::process::CommandExt;
+        // SAFETY: prctl is async-signal-safe; nothing else runs in the child.
+        unsafe {
+            cmd.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let child = cmd.spawn().expect("spawning the agent");
+        Agent {
+            child,
+            log,
+            _dir: dir,
+        }
+    }
+
+    /// The agent's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Panics (with the log) if the agent has exited.
+    pub fn assert_running(&mut self) {
+        if let Some(status) = self.child.try_wait().unwrap() {
+            panic!(
+                "the agent exited: {status}\n----- agent log -----\n{}",
+                self.log()
+            );
+        }
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!("----- agent log -----\n{}", self.log());
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// One persistent HTTP/1.1 scrape connection
+// ---------------------------------------------------------------------------
+
+/// A minimal HTTP/1.1 client on ONE keep-alive connection to the agent, so
+/// the agent's sockets are a constant: its listener plus one ESTABLISHED
+/// pair. Any attempt by the server to close it is an error, never a
+/// silent reconnect.
+pub struct Scraper {
+    stream: TcpStream,
+    reader: BufReader<TcpStream>,
+    /// Local address of the scrape connection (an ephemeral port).
+    pub local: SocketAddr,
+    pub scrapes: u64,
+}
+
+impl Scraper {
+    /// Connects once the agent listens: refused attempts leave no sockets.
+    /// Bounded by 500 attempts and 10 s.
+    pub fn connect(agent: &mut Agent) -> Scraper {
+        let start = Instant::now();
+        let mut attempts = 0;
+        let stream = loop {
+            attempts += 1;
+            match TcpStream::connect(AGENT_ADDR) {
+                Ok(s) => break s,
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                    agent.assert_running();
+                    if attempts >= 500 || start.elapsed() > Duration::from_secs(10) {
+                        panic!(
+                            "the agent did not listen on {AGENT_ADDR} after {attempts} attempts\n{}",
+                            agent.log()
+                        );
+                    }
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                Err(e) => panic!("connecting to the agent: {e}"),
+            }
+        };
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        stream.set_nodelay(true).unwrap();
+        let local = stream.local_addr().unwrap();
+        let reader = BufReader::new(stream.try_clone().unwrap());
+        Scraper {
+            stream,
+            reader,
+            local,
+            scrapes: 0,
+        }
+    }
+
+    /// GET `path`; returns the body. Panics on any HTTP error or when the
+    /// server announces it will close the connection.
+    pub fn get(&mut self, path: &str) -> String {
+        write!(
+            self.stream,
+            "GET {path} HTTP/1.1\r\nHost: {AGENT_ADDR}\r\nAccept: */*\r\n\r\n"
+        )
+        .expect("writing the request (did the agent close the connection?)");
+        let mut line = String::new();
+        let n = self
+            .reader
+            .read_line(&mut line)
+            .expect("reading the status line");
+        assert!(n > 0, "the agent closed the scrape connection");
+        assert!(
+            line.starts_with("HTTP/1.1 200"),
+            "unexpected status line {line:?}"
+        );
+        let mut length = None;
+        let mut chunked = false;
+        loop {
+            line.clear();
+            self.reader.read_line(&mut line).expect("reading a header");
+            let h = line.trim_end();
+            if h.is_empty() {
+                break;
+            }
+            let (name, value) = h
+                .split_once(':')
+                .unwrap_or_else(|| panic!("bad header {h:?}"));
+            let (name, value) = (name.trim().to_ascii_lowercase(), value.trim());
+            match name.as_str() {
+                "content-length" => length = Some(value.parse::<usize>().expect("content-length")),
+                "transfer-encoding" => chunked = value.eq_ignore_ascii_case("chunked"),
+                "connection" if value.eq_ignore_ascii_case("close") => {
+                    panic!("the agent wants to close the scrape connection")
+                }
+                _ => {}
+            }
+        }
+        let mut body = Vec::new();
+        if chunked {
+            loop {
+                line.clear();
+                self.reader.read_line(&mut line).expect("chunk size");
+                let size = usize::from_str_radix(line.trim().split(';').next().unwrap(), 16)
+                    .expect("chunk size");
+                let mut chunk = vec![0; size + 2];
+                self.reader.read_exact(&mut chunk).expect("chunk");
+                chunk.truncate(size);
+                if size == 0 {
+                    break;
+                }
+                body.extend_from_slice(&chunk);
+            }
+        } else {
+            let len = length.expect("neither Content-Length nor chunked");
+            body.resize(len, 0);
+            self.reader.read_exact(&mut body).expect("reading the body");
+        }
+        self.scrapes += 1;
+        String::from_utf8(body).expect("utf-8 body")
+    }
+
+    /// Scrapes and parses /metrics.
+    pub fn scrape(&mut self) -> Metrics {
+        let text = self.get("/metrics");
+        Metrics::parse(&text).unwrap_or_else(|e| panic!("unparsable exposition: {e}\n{text}"))
+    }
+
+    /// Re-scrapes (bounded: 5 s) until the agent's
+    /// `sockscope_last_poll_timestamp_seconds` is newer than `t`.
+    pub fn scrape_after(&mut self, t: f64) -> Metrics {
+        let start = Instant::now();
+        loop {
+            let m = self.scrape();
+            let last = m.value("sockscope_last_poll_timestamp_seconds", &[]);
+            if last > t {
+                return m;
+            }
+            if start.elapsed() > Duration::from_secs(5) {
+                panic!("no agent poll newer than {t} within 5 s (latest {last})");
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Re-scrapes (bounded by `limit`) until `cond` holds on a scrape.
+    pub fn scrape_until(
+        &mut self,
+        what: &str,
+        limit: Duration,
+        mut cond: impl FnMut(&Metrics) -> bool,
+    ) -> Metrics {
+        let start = Instant::now();
+        loop {
+            let m = self.scrape();
+            if cond(&m) {
+                return m;
+            }
+            if start.elapsed() > limit {
+                panic!(
+                    "timed out after {limit:?} waiting for the agent to report {what}\n{}",
+                    m.text
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+/// Reads the ground truth, waits for an agent poll newer than that read,
+/// reads the ground truth again; when both reads are equal (the world was
+/// static across the poll) returns it with the scrape. Retries up to 5
+/// times.
+pub fn measure<G: PartialEq + Debug>(
+    scraper: &mut Scraper,
+    mut read: impl FnMut() -> G,
+) -> (G, Metrics) {
+    let mut last = None;
+    for attempt in 1..=5 {
+        let before = read();
+        let t = now_unix();
+        let m = scraper.scrape_after(t);
+        let after = read();
+        if before == after {
+            return (after, m);
+        }
+        eprintln!("measure: ground truth changed across the poll (attempt {attempt}), retrying");
+        last = Some((before, after));
+    }
+    panic!("the ground truth never held still across an agent poll: {last:#?}");
+}
+
+// ---------------------------------------------------------------------------
+// The Prometheus text format
+// ---------------------------------------------------------------------------
+
+/// One sample line.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Series {
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
+    pub value: f64,
+}
+
+/// A parsed exposition (text format 0.0.4).
+#[derive(Debug, Clone)]
+pub struct Metrics {
+    pub text: String,
+    pub series: Vec<Series>,
+}
+
+fn is_name_char(c: char, first: bool) -> bool {
+    c.is_ascii_alphabetic() || c == '_' || c == ':' || (!first && c.is_ascii_digit())
+}
+
+/// Parses one sample line: `name{l="v",...} value [timestamp]`.
+pub fn parse_series_line(line: &str) -> Result<Series, String> {
+    let err = |m: &str| format!("{m} in {line:?}");
+    let mut chars = line.char_indices().peekable();
+    let mut name = String::new();
+    while let Some(&(_, c)) = chars.peek() {
+        if !is_name_char(c, name.is_empty()) {
+            break;
+        }
+        name.push(c);
+        chars.next();
+    }
+    if name.is_empty() {
+        return Err(err("no metric name"));
+    }
+    let mut labels = BTreeMap::new();
+    if chars.peek().map(|&(_, c)| c) == Some('{') {
+        chars.next();
+        loop {
+            while chars.peek().is_some_and(|&(_, c)| c == ' ') {
+                chars.next();
+            }
+            match chars.peek().map(|&(_, c)| c) {
+                Some('}') => {
+                    chars.next();
+                    break;
+                }
+                None => return Err(err("unterminated label set")),
+                _ => {}
+            }
+            let mut lname = String::new();
+            while let Some(&(_, c)) = chars.peek() {
+                if !is_name_char(c, lname.is_empty()) || c == ':' {
+                    break;
+                }
+                lname.push(c);
+                chars.next();
+            }
+            if lname.is_empty()
+                || chars.next().map(|(_, c)| c) != Some('=')
+                || chars.next().map(|(_, c)| c) != Some('"')
+            {
+                return Err(err("bad label"));
+            }
+            let mut value = String::new();
+            loop {
+                match chars.next().map(|(_, c)| c) {
+                    Some('"') => break,
+                    Some('\\') => match chars.next().map(|(_, c)| c) {
+                        Some('\\') => value.push('\\'),
+                        Some('"') => value.push('"'),
+                        Some('n') => value.push('\n'),
+                        _ => return Err(err("bad escape")),
+                    },
+                    Some(c) => value.push(c),
+                    None => return Err(err("unterminated label value")),
+                }
+            }
+            if labels.insert(lname, value).is_some() {
+                return Err(err("duplicate label"));
+            }
+            match chars.next().map(|(_, c)| c) {
+                Some(',') => {}
+                Some('}') => break,
+                _ => return Err(err("expected , or }")),
+            }
+        }
+    }
+    let rest = match chars.peek() {
+        Some(&(i, ' ')) => &line[i..],
+        _ => return Err(err("no value")),
+    };
+    let mut fields = rest.split_whitespace();
+    let value = match fields.next().ok_or_else(|| err("no value"))? {
+        "+Inf" => f64::INFINITY,
+        "-Inf" => f64::NEG_INFINITY,
+        "NaN" => f64::NAN,
+        v => v.parse::<f64>().map_err(|_| err("bad value"))?,
+    };
+    if let Some(ts) = fields.next() {
+        ts.parse::<i64>().map_err(|_| err("bad timestamp"))?;
+    }
+    if fields.next().is_some() {
+        return Err(err("trailing fields"));
+    }
+    Ok(Series {
+        name,
+        labels,
+        value,
+    })
+}
+
+impl Metrics {
+    /// Parses an exposition; `#` lines and blank lines are skipped.
+    pub fn parse(text: &str) -> Result<Metrics, String> {
+        let series = text
+            .lines()
+            .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
+            .map(parse_series_line)
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Metrics {
+            text: text.to_owned(),
+            series,
+        })
+    }
+
+    /// The series of `name` whose label set is exactly `labels`.
+    pub fn get(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+        let want: BTreeMap<String, String> = labels
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        let mut hits = self
+            .series
+            .iter()
+            .filter(|s| s.name == name && s.labels == want);
+        let hit = hits.next()?;
+        assert!(hits.next().is_none(), "duplicate series {name}{labels:?}");
+        Some(hit.value)
+    }
+
+    /// Like [`Metrics::get`] but panics, showing the family, when absent.
+    pub fn value(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        self.get(name, labels).unwrap_or_else(|| {
+            panic!(
+                "series {name}{labels:?} is absent; the family has:\n{:#?}",
+                self.all(name)
+            )
+        })
+    }
+
+    /// Every series of `name`.
+    pub fn all(&self, name: &str) -> Vec<&Series> {
+        self.series.iter().filter(|s| s.name == name).collect()
+    }
+
+    /// Series of `name` whose labels include all of `labels`.
+    pub fn matching(&self, name: &str, labels: &[(&str, &str)]) -> Vec<&Series> {
+        self.all(name)
+            .into_iter()
+            .filter(|s| {
+                labels
+                    .iter()
+                    .all(|(k, v)| s.labels.get(*k).map(String::as_str) == Some(*v))
+            })
+            .collect()
+    }
+
+    /// The `sockscope_listen_*` series of one listener (`None` = absent).
+    pub fn listener(&self, proto: &str, listener: &str) -> ListenerSeries {
+        let l = [("proto", proto), ("listener", listener)];
+        let conns = |state| {
+            self.get(
+                "sockscope_listen_connections",
+                &[l[0], l[1], ("state", state)],
+            )
+        };
+        ListenerSeries {
+            length: self.get("sockscope_listen_queue_length", &l),
+            limit: self.get("sockscope_listen_queue_limit", &l),
+            full_seconds: self.get("sockscope_listen_queue_full_seconds_total", &l),
+            connecting: conns("connecting"),
+            connected: conns("connected"),
+            sockets: self.get("sockscope_listen_sockets", &l),
+        }
+    }
+}
+
+/// The `sockscope_listen_*` figures of one listener.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ListenerSeries {
+    pub length: Option<f64>,
+    pub limit: Option<f64>,
+    pub full_seconds: Option<f64>,
+    pub connecting: Option<f64>,
+    pub connected: Option<f64>,
+    pub sockets: Option<f64>,
+}
+
+/// Runs `promtool check metrics` on the exposition: no output, exit 0.
+/// A missing promtool follows the CI=true rule.
+pub fn check_promtool(text: &str) {
+    let child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn();
+    let mut child = match child {
+        Ok(c) => c,
+        Err(e) => {
+            return skip_or_fail(&format!(
+                "promtool check (install Debian package `prometheus`): {e}"
+            ));
+        }
+    };
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success() && said.trim().is_empty(),
+        "promtool check metrics: {}\n{said}",
+        out.status
+    );
+}
+
+/// Parses the exposition with Python's `prometheus_client` parser and
+/// returns the number of samples it found. A missing python3 or module
+/// follows the CI=true rule (then `None`).
+pub fn check_python_parser(text: &str) -> Option<usize> {
+    let probe = Command::new("python3")
+        .args(["-c", "import prometheus_client.parser"])
+        .output();
+    match probe {
+        Ok(o) if o.status.success() => {}
+        Ok(o) => {
+            skip_or_fail(&format!(
+                "python3 module prometheus_client: {}",
+                String::from_utf8_lossy(&o.stderr).trim()
+            ));
+            return None;
+        }
+        Err(e) => {
+            skip_or_fail(&format!("python3 not found: {e}"));
+            return None;
+        }
+    }
+    let script = "import sys\n\
+        from prometheus_client.parser import text_string_to_metric_families\n\
+        fams = list(text_string_to_metric_families(sys.stdin.read()))\n\
+        print(sum(len(f.samples) for f in fams))\n";
+    let mut child = Command::new("python3")
+        .args(["-c", script])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "prometheus_client parser rejected the exposition: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Some(
+        String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse()
+            .expect("sample count"),
+    )
+}
+
+// ---------------------------------------------------------------------------
+// Ground truth: ss, /proc/net/unix, /proc/net/sockstat
+// ---------------------------------------------------------------------------
+
+/// One row of `ss -t...` output (the State column must be present).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct SsTcpRow {
+    pub state: String,
+    pub recv_q: u64,
+    pub send_q: u64,
+    pub local: String,
+    pub peer: String,
+}
+
+/// Runs `ss` with `args` and parses its TCP rows (header skipped).
+pub fn ss_tcp(args: &[&str]) -> Vec<SsTcpRow> {
+    let out = run_ok("ss", args);
+    let mut lines = out.lines();
+    let header = lines.next().unwrap_or_default();
+    assert!(
+        header.starts_with("State"),
+        "ss {args:?}: no State column: {header:?}"
+    );
+    lines
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            assert!(f.len() >= 5, "ss {args:?}: short line {l:?}");
+            SsTcpRow {
+                state: f[0].to_owned(),
+                recv_q: f[1].parse().unwrap(),
+                send_q: f[2].parse().unwrap(),
+                local: f[3].to_owned(),
+                peer: f[4].to_owned(),
+            }
+        })
+        .collect()
+}
+
+/// The agent's `state` label(s) for an `ss` TCP state name. SYN-RECV maps
+/// to both syn_recv and new_syn_recv (ss shows request sockets as
+/// SYN-RECV).
+pub fn ss_state_labels(ss: &str) -> &'static [&'static str] {
+    match ss {
+        "ESTAB" => &["established"],
+        "SYN-SENT" => &["syn_sent"],
+        "SYN-RECV" => &["syn_recv", "new_syn_recv"],
+        "FIN-WAIT-1" => &["fin_wait1"],
+        "FIN-WAIT-2" => &["fin_wait2"],
+        "TIME-WAIT" => &["time_wait"],
+        "CLOSE-WAIT" => &["close_wait"],
+        "LAST-ACK" => &["last_ack"],
+        "LISTEN" => &["listen"],
+        "CLOSING" => &["closing"],
+        "UNCONN" | "CLOSE" => &["close"],
+        other => panic!("unknown ss TCP state {other:?}"),
+    }
+}
+
+/// Every `state` label of `sockscope_tcp_sockets`.
+pub const TCP_STATE_LABELS: [&str; 12] = [
+    "established",
+    "syn_sent",
+    "syn_recv",
+    "fin_wait1",
+    "fin_wait2",
+    "time_wait",
+    "close",
+    "close_wait",
+    "last_ack",
+    "listen",
+    "closing",
+    "new_syn_recv",
+];
+
+/// Counts rows per ss state name.
+pub fn count_states(rows: &[SsTcpRow]) -> BTreeMap<String, u64> {
+    let mut m = BTreeMap::new();
+    for r in rows {
+        *m.entry(r.state.clone()).or_insert(0) += 1;
+    }
+    m
+}
+
+/// Asserts `sockscope_tcp_sockets{family}` equals the ss counts for every
+/// state (SYN-RECV against syn_recv + new_syn_recv).
+pub fn assert_tcp_states(m: &Metrics, family: &str, ss_counts: &BTreeMap<String, u64>) {
+    let mut expected: BTreeMap<&str, u64> = TCP_STATE_LABELS.iter().map(|s| (*s, 0)).collect();
+    for (name, n) in ss_counts {
+        // Compare SYN-RECV on the sum, booked on syn_recv.
+        *expected.get_mut(ss_state_labels(name)[0]).unwrap() += n;
+    }
+    for st in TCP_STATE_LABELS {
+        let mut got = m.value(
+            "sockscope_tcp_sockets",
+            &[("family", family), ("state", st)],
+        ) as u64;
+        if st == "syn_recv" {
+            got += m.value(
+                "sockscope_tcp_sockets",
+                &[("family", family), ("state", "new_syn_recv")],
+            ) as u64;
+        }
+        if st == "new_syn_recv" {
+            continue;
+        }
+        assert_eq!(
+            got, expected[st],
+            "sockscope_tcp_sockets{{family={family},state={st}}} vs ss {ss_counts:?}"
+        );
+    }
+}
+
+/// One row of `ss -x...`: the four leading columns plus the rest of the
+/// line (addresses; paths may contain spaces).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct SsUnixRow {
+    pub netid: String,
+    pub state: String,
+    pub recv_q: u64,
+    pub send_q: u64,
+    pub rest: String,
+}
+
+pub fn ss_unix(args: &[&str]) -> Vec<SsUnixRow> {
+    let out = run_ok("ss", args);
+    let mut lines = out.lines();
+    let header = lines.next().unwrap_or_default();
+    assert!(
+        header.starts_with("Netid"),
+        "ss {args:?}: unexpected header {header:?}"
+    );
+    lines
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            let mut it = l.split_whitespace();
+            let mut col = || {
+                it.next()
+                    .unwrap_or_else(|| panic!("ss {args:?}: short line {l:?}"))
+            };
+            let (netid, state, rq, sq) = (col(), col(), col(), col());
+            SsUnixRow {
+                netid: netid.to_owned(),
+                state: state.to_owned(),
+                recv_q: rq.parse().unwrap(),
+                send_q: sq.parse().unwrap(),
+                rest: it.collect::<Vec<_>>().join(" "),
+            }
+        })
+        .collect()
+}
+
+/// The `ss -xl` row of the listener bound to `path`: (Recv-Q, Send-Q).
+pub fn ss_unix_listener(rows: &[SsUnixRow], path: &str) -> (u64, u64) {
+    let prefix = format!("{path} ");
+    let hits: Vec<_> = rows
+        .iter()
+        .filter(|r| r.state == "LISTEN" && r.rest.starts_with(&prefix))
+        .collect();
+    assert_eq!(hits.len(), 1, "ss -xl rows for {path:?}: {rows:#?}");
+    (hits[0].recv_q, hits[0].send_q)
+}
+
+/// One line of `/proc/net/unix` (without the pointer and refcount, which
+/// change without any state change).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ProcUnixLine {
+    pub flags: u32,
+    pub sock_type: u32,
+    pub st: u8,
+    pub inode: u64,
+    pub path: Option<String>,
+}
+
+impl ProcUnixLine {
+    /// The agent's `sock_type` label.
+    pub fn type_label(&self) -> &'static str {
+        match self.sock_type {
+            1 => "stream",
+            2 => "dgram",
+            5 => "seqpacket",
+            t => panic!("unexpected unix type {t}"),
+        }
+    }
+
+    /// The agent's `state` label: listen for `__SO_ACCEPTCON`, else St.
+    pub fn state_label(&self) -> &'static str {
+        if self.flags & 0x10000 != 0 {
+            return "listen";
+        }
+        match self.st {
+            1 => "unconnected",
+            2 => "connecting",
+            3 => "connected",
+            4 => "disconnecting",
+            s => panic!("unexpected unix St {s}"),
+        }
+    }
+}
+
+/// Reads `/proc/net/unix`. Paths run from one space after the inode to the
+/// end of the line (they may contain spaces).
+pub fn proc_net_unix() -> Vec<ProcUnixLine> {
+    let text = std::fs::read_to_string("/proc/net/unix").unwrap();
+    let mut out = Vec::new();
+    for line in text.lines().skip(1) {
+        let mut pos = 0;
+        let mut fields = Vec::new();
+        for _ in 0..7 {
+            let rest = &line[pos..];
+            let start = rest
+                .find(|c| c != ' ')
+                .unwrap_or_else(|| panic!("short line {line:?}"));
+            let len = rest[start..].find(' ').unwrap_or(rest.len() - start);
+            fields.push(&rest[start..start + len]);
+            pos += start + len;
+        }
+        let path = line
+            .get(pos + 1..)
+            .filter(|p| !p.is_empty())
+            .map(str::to_owned);
+        out.push(ProcUnixLine {
+            flags: u32::from_str_radix(fields[3], 16).unwrap(),
+            sock_type: u32::from_str_radix(fields[4], 16).unwrap(),
+            st: u8::from_str_radix(fields[5], 16).unwrap(),
+            inode: fields[6].parse().unwrap(),
+            path,
+        });
+    }
+    out.sort();
+    out
+}
+
+/// `/proc/net/unix` counted by (type label, state label).
+pub fn unix_counts(lines: &[ProcUnixLine]) -> BTreeMap<(&'static str, &'static str), u64> {
+    let mut m = BTreeMap::new();
+    for l in lines {
+        *m.entry((l.type_label(), l.state_label())).or_insert(0) += 1;
+    }
+    m
+}
+
+/// The `tw` figure of the `TCP:` line of /proc/net/sockstat.
+pub fn sockstat_tw() -> u64 {
+    sockstat_tcp("tw")
+}
+
+/// A field of the `TCP:` line of /proc/net/sockstat (`inuse`, `orphan`,
+/// `tw`, `alloc`, `mem`).
+pub fn sockstat_tcp(field: &str) -> u64 {
+    let text = std::fs::read_to_string("/proc/net/sockstat").unwrap();
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("TCP:"))
+        .expect("TCP: line");
+    let f: Vec<&str> = line.split_whitespace().collect();
+    let i = f
+        .iter()
+        .position(|w| *w == field)
+        .unwrap_or_else(|| panic!("no {field} in {line:?}"));
+    f[i + 1].parse().unwrap()
+}
+
+/// A `TcpExt:` counter of /proc/net/netstat (e.g. `ListenOverflows`).
+pub fn netstat_tcpext(name: &str) -> u64 {
+    let text = std::fs::read_to_string("/proc/net/netstat").unwrap();
+    let mut lines = text.lines().filter(|l| l.starts_with("TcpExt:"));
+    let (names, values) = (lines.next().unwrap(), lines.next().unwrap());
+    let i = names
+        .split_whitespace()
+        .position(|n| n == name)
+        .unwrap_or_else(|| panic!("no TcpExt {name}"));
+    values.split_whitespace().nth(i).unwrap().parse().unwrap()
+}
+
+/// Asserts the `sockscope_sysctl_*`-style gauges equal /proc/sys.
+pub fn assert_sysctls(m: &Metrics) {
+    let num = |key: &str| -> f64 { sysctl(key).parse().unwrap() };
+    let range: Vec<f64> = sysctl("net/ipv4/ip_local_port_range")
+        .split_whitespace()
+        .map(|p| p.parse().unwrap())
+        .collect();
+    let want = [
+        ("sockscope_somaxconn", num("net/core/somaxconn")),
+        ("sockscope_sysctl_ip_local_port_range_first", range[0]),
+        ("sockscope_sysctl_ip_local_port_range_last", range[1]),
+        (
+            "sockscope_sysctl_tcp_tw_reuse",
+            num("net/ipv4/tcp_tw_reuse"),
+        ),
+        (
+            "sockscope_sysctl_tcp_tw_reuse_delay_seconds",
+            num("net/ipv4/tcp_tw_reuse_delay") / 1000.0,
+        ),
+        (
+            "sockscope_sysctl_tcp_timestamps",
+            num("net/ipv4/tcp_timestamps"),
+        ),
+        (
+            "sockscope_tcp_max_tw_buckets",
+            num("net/ipv4/tcp_max_tw_buckets"),
+        ),
+    ];
+    for (name, v) in want {
+        assert_eq!(m.value(name, &[]), v, "{name}");
+    }
+}
+
+/// The usable ephemeral range size as `__inet_hash_connect()` walks it
+/// (even), minus reserved ports inside it.
+pub fn ephemeral_limit() -> u64 {
+    let range = sysctl("net/ipv4/ip_local_port_range");
+    let v: Vec<u64> = range
+        .split_whitespace()
+        .map(|p| p.parse().unwrap())
+        .collect();
+    let mut n = v[1] - v[0] + 1;
+    if n > 1 {
+        n &= !1;
+    }
+    let last = v[0] + n - 1;
+    let reserved = sysctl("net/ipv4/ip_local_reserved_ports");
+    let mut r = 0;
+    for part in reserved.split(',').filter(|p| !p.is_empty()) {
+        let (a, b) = part.split_once('-').unwrap_or((part, part));
+        let (a, b): (u64, u64) = (a.parse().unwrap(), b.parse().unwrap());
+        r += (a.max(v[0])..=b.min(last)).count() as u64;
+    }
+    n - r
+}
