@@ -1,0 +1,429 @@
+//! The proof for the deploy artifacts: Debian's real `prometheus` scrapes
+//! `sockscope agent` (which scrapes `sockscope proxy`'s stub_status) with
+//! our `alerts.yml` and `recording.yml` loaded, in a private network
+//! namespace on loopback, while the test drives the seed-000 port
+//! exhaustion (1,000-port range, `tcp_tw_reuse` 0, proxy without
+//! keepalive so it closes first) and a no-accept upstream. Asserted through
+//! Prometheus's HTTP API:
+//! - the target is up and Prometheus recorded no scrape errors;
+//! - `SockscopeEphemeralPortsNearExhaustion` fires before the first 502;
+//! - `SockscopeListenQueueSaturated` fires for the no-accept listener;
+//! - every PromQL expression of `dashboards/sockscope.json` (variables
+//!   substituted) returns at least one series.
+//!
+//! Thresholds suited to the test: every `for:` of the rules is shortened
+//! to 1s (the shipped values are minutes or 30 s); expressions are kept.
+
+mod common;
+
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+const PROM: &str = "127.0.0.1:9090";
+const PROXY: &str = "127.0.0.1:8081";
+const UPSTREAM: &str = "127.0.0.1:7100";
+const STUCK: &str = "127.0.0.1:7200";
+const RANGE: (u16, u16) = (40000, 40999);
+
+/// A child process killed on drop.
+struct Proc(Child, &'static str);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn spawn(name: &'static str, args: &[&str], log: &Path) -> Proc {
+    let f = std::fs::File::create(log).unwrap();
+    let child = Command::new(if name == "prometheus" {
+        "prometheus"
+    } else {
+        env!("CARGO_BIN_EXE_sockscope")
+    })
+    .args(args)
+    .stdin(Stdio::null())
+    .stdout(f.try_clone().unwrap())
+    .stderr(f)
+    .spawn()
+    .unwrap_or_else(|e| panic!("spawning {name}: {e}"));
+    Proc(child, name)
+}
+
+/// Waits until `addr` is a listening socket, as `ss` shows it. (A test
+/// connection would leave a TIME_WAIT socket in the very pool measured.)
+fn wait_listening(addr: &str) {
+    let port = addr.rsplit_once(':').unwrap().1;
+    wait_for(
+        &format!("{addr} to listen"),
+        Duration::from_secs(20),
+        || {
+            let out = run_ok("ss", &["-Hltn", &format!("sport = :{port}")]);
+            if out.contains(addr) { Ok(()) } else { Err(out) }
+        },
+    );
+}
+
+/// One keep-alive client for Prometheus: a new connection per poll would
+/// fill the namespace's 1,000-port range toward Prometheus with TIME_WAIT.
+fn prom_client() -> &'static ureq::Agent {
+    static AGENT: std::sync::OnceLock<ureq::Agent> = std::sync::OnceLock::new();
+    AGENT.get_or_init(ureq::Agent::new_with_defaults)
+}
+
+/// GET against Prometheus's HTTP API; returns the `data` member.
+fn api(path: &str) -> serde_json::Value {
+    let body = prom_client()
+        .get(&format!("http://{PROM}{path}"))
+        .call()
+        .unwrap_or_else(|e| panic!("GET {path}: {e}"))
+        .into_body()
+        .read_to_string()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["status"], "success", "{path}: {body}");
+    v["data"].clone()
+}
+
+fn query(expr: &str) -> Vec<serde_json::Value> {
+    let mut url = String::from("/api/v1/query?query=");
+    for b in expr.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+            url.push(b as char);
+        } else {
+            url.push_str(&format!("%{b:02X}"));
+        }
+    }
+    api(&url)["result"].as_array().cloned().unwrap_or_default()
+}
+
+fn alert_state(name: &str, label: Option<(&str, &str)>) -> Option<String> {
+    let alerts = api("/api/v1/alerts");
+    alerts["alerts"].as_array().unwrap().iter().find_map(|a| {
+        let labels = &a["labels"];
+        let ok = labels["alertname"] == name && label.is_none_or(|(k, v)| labels[k] == v);
+        ok.then(|| a["state"].as_str().unwrap().to_owned())
+    })
+}
+
+fn wait_firing(name: &str, label: Option<(&str, &str)>) {
+    wait_for(
+        &format!("{name} firing"),
+        Duration::from_secs(40),
+        || match alert_state(name, label) {
+            Some(s) if s == "firing" => Ok(()),
+            other => Err(format!("{other:?}")),
+        },
+    );
+}
+
+/// One request through the proxy (the client keeps its connection to the
+/// proxy alive: those ports belong to another pool); its status.
+fn request(agent: &ureq::Agent) -> u16 {
+    match agent.get(&format!("http://{PROXY}/")).call() {
+        Ok(r) => {
+            let status = r.status().as_u16();
+            // Reading the body to its end returns the connection to the pool.
+            r.into_body().read_to_vec().expect("response body");
+            status
+        }
+        Err(ureq::Error::StatusCode(c)) => c,
+        Err(e) => panic!("request through the proxy: {e}"),
+    }
+}
+
+/// The shipped rules with every `for:` shortened to 1s.
+fn test_rules(dir: &Path) -> Vec<String> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/prometheus");
+    ["alerts.yml", "recording.yml"]
+        .iter()
+        .map(|f| {
+            let text = std::fs::read_to_string(root.join(f)).unwrap();
+            let shortened: String = text
+                .lines()
+                .map(|l| match l.split_once("for: ") {
+                    Some((indent, _)) if indent.trim().is_empty() => format!("{indent}for: 1s\n"),
+                    _ => format!("{l}\n"),
+                })
+                .collect();
+            let p = dir.join(f);
+            std::fs::write(&p, shortened).unwrap();
+            p.display().to_string()
+        })
+        .collect()
+}
+
+/// Every PromQL expression of the dashboard, Grafana variables substituted.
+fn dashboard_exprs() -> Vec<(String, String)> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("dashboards/sockscope.json");
+    let d: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    fn walk(p: &serde_json::Value, out: &mut Vec<(String, String)>) {
+        for t in p["targets"].as_array().into_iter().flatten() {
+            if let Some(e) = t["expr"].as_str() {
+                out.push((p["title"].as_str().unwrap_or("?").to_owned(), e.to_owned()));
+            }
+        }
+        for q in p["panels"].as_array().into_iter().flatten() {
+            walk(q, out);
+        }
+    }
+    let mut out = Vec::new();
+    for p in d["panels"].as_array().unwrap() {
+        walk(p, &mut out);
+    }
+    out.into_iter()
+        .map(|(title, e)| {
+            let e = e
+                .replace("$__rate_interval", "10s")
+                .replace("$job", "sockscope")
+                .replace("$instance", AGENT_ADDR)
+                .replace(
+                    "$nginx_listener",
+                    &format!(".*:{}", PROXY.rsplit_once(':').unwrap().1),
+                );
+            assert!(!e.contains('$'), "unsubstituted variable in {title}: {e}");
+            (title, e)
+        })
+        .collect()
+}
+
+#[test]
+fn prometheus_alerts_fire_before_first_502() {
+    run_in_netns("prometheus_alerts_fire_before_first_502", || {
+        if Command::new("prometheus")
+            .arg("--version")
+            .output()
+            .is_err()
+        {
+            skip_or_fail("prometheus (Debian package prometheus) not installed");
+            return;
+        }
+        setup_netns(&[
+            (
+                "net/ipv4/ip_local_port_range",
+                &format!("{} {}", RANGE.0, RANGE.1),
+            ),
+            // No TIME_WAIT reuse: exhausted ports stay exhausted for 60 s.
+            ("net/ipv4/tcp_tw_reuse", "0"),
+            ("net/ipv4/tcp_rfc1337", "1"),
+        ]);
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let _upstream = spawn(
+            "upstream",
+            &["upstream", "--listen", UPSTREAM, "--behavior", "keepalive"],
+            &d.join("upstream.log"),
+        );
+        let stuck_sock = d.join("stuck.sock");
+        let stuck_unix = format!("unix:{}", stuck_sock.display());
+        let _stuck_unix = spawn(
+            "stuck-unix",
+            &[
+                "upstream",
+                "--listen",
+                &stuck_unix,
+                "--backlog",
+                "4",
+                "--behavior",
+                "no-accept",
+            ],
+            &d.join("stuck-unix.log"),
+        );
+        let _stuck = spawn(
+            "stuck",
+            &[
+                "upstream",
+                "--listen",
+                STUCK,
+                "--backlog",
+                "4",
+                "--behavior",
+                "no-accept",
+            ],
+            &d.join("stuck.log"),
+        );
+        let _proxy = spawn(
+            "proxy",
+            &[
+                "proxy",
+                "--listen",
+                PROXY,
+                "--upstream",
+                &format!("http://{UPSTREAM}"),
+                "--keepalive",
+                "0",
+                "--status-path",
+                "/stub_status",
+                "--workers",
+                "1",
+            ],
+            &d.join("proxy.log"),
+        );
+        wait_listening(UPSTREAM);
+        wait_listening(PROXY);
+        let mut agent =
+            Agent::spawn(&["--nginx.scrape-uri", &format!("http://{PROXY}/stub_status")]);
+        wait_listening(AGENT_ADDR);
+        agent.assert_running();
+
+        let rules = test_rules(d);
+        let config = format!(
+            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nrule_files:\n  - {}\n  - {}\n\
+             scrape_configs:\n  - job_name: sockscope\n    static_configs:\n      - targets: ['{AGENT_ADDR}']\n",
+            rules[0], rules[1]
+        );
+        std::fs::write(d.join("prometheus.yml"), config).unwrap();
+        let prom_log = d.join("prometheus.log");
+        let _prom = spawn(
+            "prometheus",
+            &[
+                &format!("--config.file={}", d.join("prometheus.yml").display()),
+                &format!("--storage.tsdb.path={}", d.join("data").display()),
+                &format!("--web.listen-address={PROM}"),
+            ],
+            &prom_log,
+        );
+        wait_for("prometheus ready", Duration::from_secs(30), || {
+            ureq::get(&format!("http://{PROM}/-/ready"))
+                .call()
+                .map(drop)
+                .map_err(|e| e.to_string())
+        });
+
+        // The no-accept listener: backlog 4 holds 5; the rest stay in SYN_SENT.
+        let _clients: Vec<TcpStream> = (0..5).map(|_| TcpStream::connect(STUCK).unwrap()).collect();
+
+        // Two connections waiting for accept() on the UNIX listener.
+        wait_for("the UNIX listener", Duration::from_secs(20), || {
+            std::os::unix::net::UnixStream::connect(&stuck_sock).map_err(|e| e.to_string())
+        });
+        let _unix_client = std::os::unix::net::UnixStream::connect(&stuck_sock).unwrap();
+
+        // Phase 1: fill 910 of the 1,000 ports toward the upstream; every
+        // answer is a 200 (ports left: 90 < 10% of 1,000).
+        let client = ureq::Agent::new_with_defaults();
+        let started = Instant::now();
+        for i in 0..910 {
+            assert_eq!(request(&client), 200, "request {i} before the threshold");
+        }
+        let available =
+            format!("sockscope_ephemeral_ports_available{{destination=\"{UPSTREAM}\"}}");
+        wait_for(
+            "Prometheus to see 90 ports left",
+            Duration::from_secs(20),
+            || {
+                let r = query(&available);
+                let v = r
+                    .first()
+                    .map(|s| s["value"][1].as_str().unwrap().to_owned());
+                if v.as_deref() == Some("90") {
+                    Ok(())
+                } else {
+                    Err(format!("{v:?}"))
+                }
+            },
+        );
+        wait_firing(
+            "SockscopeEphemeralPortsNearExhaustion",
+            Some(("destination", UPSTREAM)),
+        );
+        let fired_after = started.elapsed();
+
+        // Phase 2: the alert is firing and no request has failed yet. Go on
+        // until the pool is exhausted: the first 502 comes after it.
+        let mut first_502 = None;
+        for i in 0..200 {
+            match request(&client) {
+                200 => {}
+                502 => {
+                    first_502 = Some(910 + i);
+                    break;
+                }
+                s => panic!("unexpected status {s}"),
+            }
+        }
+        let first_502 = first_502.expect("the pool of 1,000 ports was exhausted");
+        assert_eq!(
+            first_502, 1000,
+            "exactly the range size succeeded before the first 502"
+        );
+        println!(
+            "NearExhaustion fired after {fired_after:?}, before request #{first_502} got the first 502"
+        );
+        let proxy_log = std::fs::read_to_string(d.join("proxy.log")).unwrap();
+        assert!(
+            proxy_log.contains("(99: Cannot assign requested address"),
+            "{proxy_log}"
+        );
+
+        // The accept-queue alert, for the no-accept listener.
+        wait_firing("SockscopeListenQueueSaturated", Some(("listener", STUCK)));
+
+        let stuck_path = stuck_sock.display().to_string();
+        wait_firing(
+            "SockscopeUnixListenerStuck",
+            Some(("listener", &stuck_path)),
+        );
+
+        // The target is up, was up at every scrape, and had no scrape errors.
+        let targets = api("/api/v1/targets");
+        let t = &targets["activeTargets"][0];
+        assert_eq!(t["health"], "up", "{t}");
+        assert_eq!(t["lastError"], "", "{t}");
+        assert_eq!(targets["activeTargets"].as_array().unwrap().len(), 1);
+        let up = query("min_over_time(up{job=\"sockscope\"}[5m])");
+        assert_eq!(up[0]["value"][1], "1", "up was 1 at every scrape: {up:?}");
+        let prom_metrics = prom_client()
+            .get(&format!("http://{PROM}/metrics"))
+            .call()
+            .unwrap()
+            .into_body()
+            .read_to_string()
+            .unwrap();
+        for counter in [
+            "prometheus_target_scrapes_sample_duplicate_timestamp_total",
+            "prometheus_target_scrapes_sample_out_of_order_total",
+            "prometheus_target_scrapes_sample_out_of_bounds_total",
+            "prometheus_target_scrapes_exceeded_sample_limit_total",
+            "prometheus_target_scrapes_exemplar_out_of_order_total",
+        ] {
+            let line = prom_metrics
+                .lines()
+                .find(|l| l.starts_with(counter))
+                .unwrap_or_else(|| panic!("{counter} not in Prometheus's own metrics"));
+            assert!(line.ends_with(" 0"), "scrape errors: {line}");
+        }
+        let nginx_up = query("sockscope_nginx_up");
+        assert_eq!(
+            nginx_up[0]["value"][1], "1",
+            "the agent scraped the proxy's stub_status: {nginx_up:?}"
+        );
+
+        // Every dashboard query returns data.
+        let exprs = dashboard_exprs();
+        assert!(
+            exprs.len() >= 30,
+            "only {} dashboard queries found",
+            exprs.len()
+        );
+        let mut empty = Vec::new();
+        for (title, expr) in &exprs {
+            if query(expr).is_empty() {
+                empty.push(format!("{title}: {expr}"));
+            }
+        }
+        assert!(
+            empty.is_empty(),
+            "dashboard queries with no series:\n{}",
+            empty.join("\n")
+        );
+        println!("{} dashboard queries all returned series", exprs.len());
+        agent.assert_running();
+    });
+}
