@@ -30,7 +30,7 @@ const STUCK: &str = "127.0.0.1:7200";
 const RANGE: (u16, u16) = (40000, 40999);
 
 /// A child process killed on drop.
-struct Proc(Child, &'static str);
+struct Proc(Child);
 
 impl Drop for Proc {
     fn drop(&mut self) {
@@ -52,7 +52,7 @@ fn spawn(name: &'static str, args: &[&str], log: &Path) -> Proc {
     .stderr(f)
     .spawn()
     .unwrap_or_else(|e| panic!("spawning {name}: {e}"));
-    Proc(child, name)
+    Proc(child)
 }
 
 /// Waits until `addr` is a listening socket, as `ss` shows it. (A test
