@@ -57,21 +57,27 @@ impl Agent {
     /// Starts the agent with `extra` flags and waits (bounded: 20 s) for its
     /// "serving" log line, which carries the bound address.
     pub fn start(extra: &[&str]) -> Agent {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_sockscope"))
-            .args([
-                "agent",
-                "--web.listen-address",
-                "127.0.0.1:0",
-                "--log.format",
-                "json",
-                "--poll.interval",
-                "100ms",
-            ])
-            .args(extra)
-            .stderr(Stdio::piped())
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("spawn sockscope agent");
+        Agent::start_with(extra, |_| {})
+    }
+
+    /// Like [`Agent::start`], letting `prepare` adjust the command first
+    /// (e.g. a `pre_exec` hook).
+    pub fn start_with(extra: &[&str], prepare: impl FnOnce(&mut Command)) -> Agent {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_sockscope"));
+        cmd.args([
+            "agent",
+            "--web.listen-address",
+            "127.0.0.1:0",
+            "--log.format",
+            "json",
+            "--poll.interval",
+            "100ms",
+        ])
+        .args(extra)
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null());
+        prepare(&mut cmd);
+        let mut child = cmd.spawn().expect("spawn sockscope agent");
         let stderr = child.stderr.take().unwrap();
         let log = Arc::new(Mutex::new(String::new()));
         let (tx, rx) = std::sync::mpsc::channel();
