@@ -10,7 +10,7 @@ use clap::{Args, Parser, Subcommand};
 use sockscope::collector::nginx::{Scraper, Target, scrape_all};
 use sockscope::collector::{Config, Poller, SourceMode};
 use sockscope::exporter::{SampleCollector, server};
-use sockscope::proxy::reverse::{Proxy, ProxyConfig};
+use sockscope::proxy::reverse::ProxyConfig;
 use sockscope::proxy::upstream::Behavior;
 use sockscope::proxy::{self as lab, Addr};
 use sockscope::source::ProcRoot;
@@ -356,20 +356,31 @@ fn run_proxy(a: ProxyArgs) -> Result<(), String> {
         read_timeout: a.read_timeout,
         status_path: a.status_path,
     };
-    runtime(a.workers)?.block_on(async move {
+    // This thread only waits for the signal; `--workers` threads serve,
+    // each on a runtime of its own (see proxy::reverse::run).
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("starting the runtime: {e}"))?;
+    rt.block_on(async move {
         let listener = lab::listen(&a.listen, a.backlog)?;
-        tracing::info!(listen = %a.listen, backlog = a.backlog, upstreams = ?cfg.upstreams, keepalive = cfg.keepalive, "proxy serving");
-        sockscope::proxy::reverse::serve(listener, Proxy::new(cfg), std::future::pending()).await;
-        Ok(())
+        tracing::info!(listen = %a.listen, backlog = a.backlog, upstreams = ?cfg.upstreams, keepalive = cfg.keepalive, workers = a.workers, "proxy serving");
+        sockscope::proxy::reverse::run(listener, cfg, a.workers).await
     })
 }
 
 fn run_upstream(a: UpstreamArgs) -> Result<(), String> {
-    runtime(a.workers)?.block_on(async move {
+    // One single-threaded runtime per worker (this thread is the first).
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("starting the runtime: {e}"))?;
+    rt.block_on(async move {
         let listener = lab::listen(&a.listen, a.backlog)?;
-        tracing::info!(listen = %a.listen, backlog = a.backlog, behavior = ?a.behavior, "upstream serving");
-        sockscope::proxy::upstream::run(listener, a.behavior, Default::default()).await;
-        Ok(())
+        tracing::info!(listen = %a.listen, backlog = a.backlog, behavior = ?a.behavior, workers = a.workers, "upstream serving");
+        sockscope::proxy::upstream::run_workers(listener, a.behavior, a.workers)
+            .await
+            .map_err(|e| format!("starting the upstream workers: {e}"))
     })
 }
 

@@ -14,6 +14,8 @@
 //! sockets, as the seed's C servers do. Everything stops on SIGTERM/SIGINT.
 
 use std::convert::Infallible;
+use std::future::Future;
+use std::io;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -48,6 +50,63 @@ pub async fn run(listener: Listener, behavior: Behavior, stop: Arc<Notify>) {
             _ = stop.notified() => {}
         }
     };
+    serve(listener, behavior, stopped).await;
+}
+
+/// Like [`run`] with `workers` threads (at least one), each a
+/// single-threaded runtime accepting from `listener`, until SIGTERM/SIGINT:
+/// the calling runtime serves as one of them and handles the signal.
+pub async fn run_workers(listener: Listener, behavior: Behavior, workers: usize) -> io::Result<()> {
+    if workers <= 1 || behavior == Behavior::NoAccept {
+        run(listener, behavior, Default::default()).await;
+        return Ok(());
+    }
+    enum Std {
+        Tcp(std::net::TcpListener),
+        Unix(std::os::unix::net::UnixListener),
+    }
+    let std_listener = match listener {
+        Listener::Tcp(l) => Std::Tcp(l.into_std()?),
+        Listener::Unix(l) => Std::Unix(l.into_std()?),
+    };
+    let clone = |l: &Std| -> io::Result<Std> {
+        Ok(match l {
+            Std::Tcp(l) => Std::Tcp(l.try_clone()?),
+            Std::Unix(l) => Std::Unix(l.try_clone()?),
+        })
+    };
+    let register = |l: Std| -> io::Result<Listener> {
+        Ok(match l {
+            Std::Tcp(l) => Listener::Tcp(tokio::net::TcpListener::from_std(l)?),
+            Std::Unix(l) => Listener::Unix(tokio::net::UnixListener::from_std(l)?),
+        })
+    };
+    let stop = Arc::new(Notify::new());
+    for i in 1..workers {
+        let l = clone(&std_listener)?;
+        let stop = Arc::clone(&stop);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        std::thread::Builder::new()
+            .name(format!("upstream-worker-{i}"))
+            .spawn(move || {
+                rt.block_on(async move {
+                    match register(l) {
+                        Ok(l) => serve(l, behavior, stop.notified()).await,
+                        Err(e) => tracing::error!(error = %e, "registering the listener"),
+                    }
+                })
+            })?;
+    }
+    run(register(std_listener)?, behavior, Arc::clone(&stop)).await;
+    // The other workers close their connections too; the process exit
+    // that follows ends their threads.
+    stop.notify_waiters();
+    Ok(())
+}
+
+async fn serve(listener: Listener, behavior: Behavior, stopped: impl Future<Output = ()>) {
     if behavior == Behavior::NoAccept {
         // Keep the listener open, never accept: connections queue.
         stopped.await;
@@ -112,7 +171,8 @@ async fn connection<S>(mut s: S, behavior: Behavior)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let mut buf = vec![0u8; 16 * 1024];
+    // Only the raw-socket behaviors read into it.
+    let buf = || vec![0u8; 16 * 1024];
     match behavior {
         Behavior::Ok | Behavior::Keepalive => {
             let res = hyper::server::conn::http1::Builder::new()
@@ -127,11 +187,13 @@ where
         Behavior::NoAccept => unreachable!("never accepted"),
         Behavior::NoRead => std::future::pending().await,
         Behavior::NoWrite => {
+            let mut buf = buf();
             // Drain everything, answer nothing, close nothing.
             while matches!(s.read(&mut buf).await, Ok(n) if n > 0) {}
             std::future::pending().await
         }
         Behavior::NoClose => {
+            let mut buf = buf();
             if matches!(s.read(&mut buf).await, Ok(n) if n > 0) {
                 // No Content-Length: the response ends only at EOF, which
                 // never comes.
