@@ -1096,3 +1096,1110 @@ pub fn ephemeral_limit() -> u64 {
     }
     n - r
 }
+
+// --- seed 000/002 scenario helpers ---
+//
+// Lab processes (`sockscope proxy` / `sockscope upstream`), a real nginx
+// with its own config in a temp dir, a keep-alive HTTP/1.1 load client,
+// and the ground truth of one ephemeral-port pool. Used by
+// tests/scenario_seed000.rs and tests/scenario_seed002.rs.
+
+/// A `sockscope` lab child (`proxy`, `upstream`) with stdout and stderr in
+/// a log file; SIGKILL on drop (and when the spawning thread dies), its log
+/// printed when the test is panicking.
+pub struct LabProcess {
+    name: String,
+    child: Child,
+    log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl LabProcess {
+    /// Starts `sockscope ARGS...`; `name` labels its log.
+    pub fn sockscope(name: &str, args: &[&str]) -> LabProcess {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join(format!("{name}.log"));
+        let file = std::fs::File::create(&log).unwrap();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_sockscope"));
+        cmd.args(args)
+            .stdin(Stdio::null())
+            .stdout(file.try_clone().unwrap())
+            .stderr(file);
+        use std::os::unix::process::CommandExt;
+        // SAFETY: prctl is async-signal-safe; nothing else runs in the child.
+        unsafe {
+            cmd.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawning sockscope {name}: {e}"));
+        LabProcess {
+            name: name.to_owned(),
+            child,
+            log,
+            _dir: dir,
+        }
+    }
+
+    /// The log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Panics (with the log) if the process has exited.
+    pub fn assert_running(&mut self) {
+        if let Some(status) = self.child.try_wait().unwrap() {
+            panic!(
+                "sockscope {} exited: {status}\n----- its log -----\n{}",
+                self.name,
+                self.log()
+            );
+        }
+    }
+}
+
+impl Drop for LabProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            let log = self.log();
+            let lines: Vec<&str> = log.lines().collect();
+            let tail = &lines[lines.len().saturating_sub(40)..];
+            eprintln!(
+                "----- sockscope {} log (last {} of {} lines) -----\n{}",
+                self.name,
+                tail.len(),
+                lines.len(),
+                tail.join("\n")
+            );
+        }
+    }
+}
+
+/// Whether a TCP listener on exactly `addr` (e.g. `127.0.0.1:7100`) shows
+/// in `ss -ltn`.
+pub fn tcp_listening(addr: &str) -> bool {
+    ss_tcp(&["-ltn"])
+        .iter()
+        .any(|r| r.state == "LISTEN" && r.local == addr)
+}
+
+/// Whether a UNIX stream listener bound to `path` shows in /proc/net/unix.
+pub fn unix_listening(path: &str) -> bool {
+    proc_net_unix()
+        .iter()
+        .any(|l| l.flags & 0x10000 != 0 && l.path.as_deref() == Some(path))
+}
+
+/// Waits (bounded: 10 s) until `listening()` holds, calling `alive()`
+/// (which panics when the process died) between checks. Never connects,
+/// so no probe connection takes a port or leaves a TIME_WAIT behind.
+pub fn wait_listening(what: &str, mut listening: impl FnMut() -> bool, mut alive: impl FnMut()) {
+    wait_for(what, Duration::from_secs(10), || {
+        alive();
+        if listening() {
+            Ok(())
+        } else {
+            Err("not listening yet".into())
+        }
+    });
+}
+
+/// The nginx binary: /usr/sbin/nginx or `nginx` on PATH.
+pub fn nginx_binary() -> Option<PathBuf> {
+    let sbin = PathBuf::from("/usr/sbin/nginx");
+    if sbin.is_file() {
+        return Some(sbin);
+    }
+    let found = Command::new("sh")
+        .args(["-c", "command -v nginx"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())?;
+    let p = String::from_utf8_lossy(&found.stdout).trim().to_owned();
+    (!p.is_empty()).then(|| PathBuf::from(p))
+}
+
+/// True when nginx can be run; otherwise follows the CI=true rule (fails
+/// under CI, prints SKIPPED elsewhere) and returns false.
+pub fn nginx_or_skip(test: &str) -> bool {
+    if nginx_binary().is_some() {
+        return true;
+    }
+    skip_or_fail(&format!(
+        "{test}: nginx not found (install Debian package nginx-light)"
+    ));
+    false
+}
+
+/// A real nginx (`daemon off;`, one worker) with its own config, pid,
+/// error log and temp paths in a temp dir (mode 0755, and `user root;`
+/// when running as root, so workers can reach sockets in it). Stopped on
+/// drop: SIGTERM to its process group, waited for (bounded), then SIGKILL.
+pub struct Nginx {
+    child: Child,
+    dir: tempfile::TempDir,
+}
+
+impl Nginx {
+    /// Starts nginx with `http_body` as the content of its `http { }`
+    /// block and waits until it listens on `listen` (`IP:PORT`).
+    pub fn start(http_body: &str, listen: &str) -> Nginx {
+        let bin = nginx_binary().expect("nginx binary (check nginx_or_skip first)");
+        let dir = tempfile::tempdir().unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let d = dir.path().display().to_string();
+        // SAFETY: geteuid has no preconditions.
+        let user = if unsafe { libc::geteuid() } == 0 {
+            "user root;"
+        } else {
+            ""
+        };
+        let conf = format!(
+            "{user}\n\
+             daemon off;\n\
+             master_process on;\n\
+             worker_processes 1;\n\
+             pid {d}/nginx.pid;\n\
+             error_log {d}/error.log warn;\n\
+             events {{ worker_connections 1024; }}\n\
+             http {{\n\
+             access_log off;\n\
+             client_body_temp_path {d}/client_body;\n\
+             proxy_temp_path {d}/proxy;\n\
+             fastcgi_temp_path {d}/fastcgi;\n\
+             uwsgi_temp_path {d}/uwsgi;\n\
+             scgi_temp_path {d}/scgi;\n\
+             {http_body}\n\
+             }}\n"
+        );
+        let conf_path = dir.path().join("nginx.conf");
+        std::fs::write(&conf_path, &conf).unwrap();
+        let out = std::fs::File::create(dir.path().join("stderr.log")).unwrap();
+        let mut cmd = Command::new(&bin);
+        cmd.arg("-p")
+            .arg(dir.path())
+            .arg("-c")
+            .arg(&conf_path)
+            .arg("-e")
+            .arg(dir.path().join("error.log"))
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().unwrap())
+            .stderr(out);
+        use std::os::unix::process::CommandExt;
+        cmd.process_group(0);
+        // SAFETY: prctl is async-signal-safe; nothing else runs in the child.
+        // SIGTERM (not SIGKILL) so the master stops its workers too.
+        unsafe {
+            cmd.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawning {}: {e}", bin.display()));
+        let mut nginx = Nginx { child, dir };
+        let listen = listen.to_owned();
+        wait_listening(
+            &format!("nginx listening on {listen}"),
+            || tcp_listening(&listen),
+            || nginx.assert_running(),
+        );
+        nginx
+    }
+
+    /// Panics (with the config and error log) if the master has exited.
+    pub fn assert_running(&mut self) {
+        if let Some(status) = self.child.try_wait().unwrap() {
+            panic!(
+                "nginx exited: {status}\n----- config -----\n{}\n----- error log -----\n{}{}",
+                std::fs::read_to_string(self.dir.path().join("nginx.conf")).unwrap_or_default(),
+                self.error_log(),
+                std::fs::read_to_string(self.dir.path().join("stderr.log")).unwrap_or_default()
+            );
+        }
+    }
+
+    /// The temp dir holding the config, logs and temp paths.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The error log so far.
+    pub fn error_log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("error.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let pgid = self.child.id() as libc::pid_t;
+        // SAFETY: signals to the process group nginx was started in.
+        unsafe { libc::kill(-pgid, libc::SIGTERM) };
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(5) {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        // SAFETY: as above; ESRCH once everything has exited.
+        unsafe { libc::kill(-pgid, libc::SIGKILL) };
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!("----- nginx error log -----\n{}", self.error_log());
+        }
+    }
+}
+
+/// One HTTP response as [`HttpClient`] read it.
+#[derive(Debug, Clone)]
+pub struct HttpResponse {
+    pub status: u16,
+    pub body: Vec<u8>,
+}
+
+/// A minimal blocking HTTP/1.1 client that keeps ONE connection alive
+/// across requests (so a load through a proxy takes one client port, not
+/// one per request). It reconnects only when the server closed the
+/// connection (`Connection: close`, or EOF on an idle connection);
+/// `connects` counts the connections it opened.
+pub struct HttpClient {
+    addr: String,
+    conn: Option<BufReader<TcpStream>>,
+    pub connects: u64,
+}
+
+impl HttpClient {
+    pub fn new(addr: &str) -> HttpClient {
+        HttpClient {
+            addr: addr.to_owned(),
+            conn: None,
+            connects: 0,
+        }
+    }
+
+    /// GET `path`. A request on a reused connection that finds it closed
+    /// before any byte of the answer is retried once on a new connection.
+    pub fn get(&mut self, path: &str) -> std::io::Result<HttpResponse> {
+        let reused = self.conn.is_some();
+        match self.try_get(path) {
+            Err(e) if reused && e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                self.conn = None;
+                self.try_get(path)
+            }
+            r => r,
+        }
+    }
+
+    fn try_get(&mut self, path: &str) -> std::io::Result<HttpResponse> {
+        use std::io::{Error, ErrorKind};
+        if self.conn.is_none() {
+            let s = TcpStream::connect(&self.addr)?;
+            s.set_nodelay(true)?;
+            s.set_read_timeout(Some(Duration::from_secs(10)))?;
+            self.conn = Some(BufReader::new(s));
+            self.connects += 1;
+        }
+        let r = self.conn.as_mut().unwrap();
+        let req = format!("GET {path} HTTP/1.1\r\nHost: {}\r\n\r\n", self.addr);
+        if let Err(e) = r.get_mut().write_all(req.as_bytes()) {
+            self.conn = None;
+            return Err(Error::new(ErrorKind::UnexpectedEof, e));
+        }
+        let res = read_http_response(r);
+        match res {
+            Ok((resp, keep)) => {
+                if !keep {
+                    self.conn = None;
+                }
+                Ok(resp)
+            }
+            Err(e) => {
+                self.conn = None;
+                Err(e)
+            }
+        }
+    }
+}
+
+/// Reads one response; returns it and whether the connection stays open.
+/// EOF before the status line is `UnexpectedEof`.
+fn read_http_response(r: &mut BufReader<TcpStream>) -> std::io::Result<(HttpResponse, bool)> {
+    use std::io::{Error, ErrorKind};
+    let bad = |m: String| Error::new(ErrorKind::InvalidData, m);
+    let mut line = String::new();
+    if r.read_line(&mut line)? == 0 {
+        return Err(Error::new(
+            ErrorKind::UnexpectedEof,
+            "closed before the status line",
+        ));
+    }
+    let mut parts = line.split_whitespace();
+    let version = parts.next().unwrap_or_default().to_owned();
+    let status: u16 = parts
+        .next()
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| bad(format!("bad status line {line:?}")))?;
+    let mut keep = version == "HTTP/1.1";
+    let (mut length, mut chunked) = (None, false);
+    loop {
+        line.clear();
+        if r.read_line(&mut line)? == 0 {
+            return Err(bad("EOF in the headers".into()));
+        }
+        let h = line.trim_end();
+        if h.is_empty() {
+            break;
+        }
+        let (name, value) = h
+            .split_once(':')
+            .ok_or_else(|| bad(format!("bad header {h:?}")))?;
+        let (name, value) = (name.trim().to_ascii_lowercase(), value.trim());
+        match name.as_str() {
+            "content-length" => length = value.parse::<usize>().ok(),
+            "transfer-encoding" => chunked = value.eq_ignore_ascii_case("chunked"),
+            "connection" if value.eq_ignore_ascii_case("close") => keep = false,
+            "connection" if value.eq_ignore_ascii_case("keep-alive") => keep = true,
+            _ => {}
+        }
+    }
+    let mut body = Vec::new();
+    if chunked {
+        loop {
+            line.clear();
+            r.read_line(&mut line)?;
+            let size = usize::from_str_radix(line.trim().split(';').next().unwrap_or(""), 16)
+                .map_err(|_| bad(format!("bad chunk size {line:?}")))?;
+            let mut chunk = vec![0; size + 2];
+            r.read_exact(&mut chunk)?;
+            if size == 0 {
+                break;
+            }
+            chunk.truncate(size);
+            body.extend_from_slice(&chunk);
+        }
+    } else if let Some(len) = length {
+        body.resize(len, 0);
+        r.read_exact(&mut body)?;
+    } else {
+        r.read_to_end(&mut body)?;
+        keep = false;
+    }
+    Ok((HttpResponse { status, body }, keep))
+}
+
+/// What `ss -tan` shows of one ephemeral-port pool: sockets whose local
+/// address is `source` and whose peer is `destination`, counted per ss
+/// state name (`TIME-WAIT`, `ESTAB`, ...).
+pub fn ss_pool(source: &str, destination: &str) -> BTreeMap<String, u64> {
+    let rows: Vec<SsTcpRow> = ss_tcp(&["-tan"])
+        .into_iter()
+        .filter(|r| {
+            r.peer == destination && r.local.rsplit_once(':').map(|(ip, _)| ip) == Some(source)
+        })
+        .collect();
+    count_states(&rows)
+}
+
+/// The agent's figures of one (source, destination) pool; `None` when the
+/// agent has no such pool.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PoolFigures {
+    pub established: f64,
+    pub time_wait: f64,
+    pub other: f64,
+    pub time_wait_reusable: f64,
+    pub available: f64,
+}
+
+impl PoolFigures {
+    pub fn read(m: &Metrics, source: &str, destination: &str) -> Option<PoolFigures> {
+        let p = [("source", source), ("destination", destination)];
+        let available = m.get("sockscope_ephemeral_ports_available", &p)?;
+        let used = |st| {
+            m.value(
+                "sockscope_ephemeral_ports_used",
+                &[p[0], p[1], ("state", st)],
+            )
+        };
+        Some(PoolFigures {
+            established: used("established"),
+            time_wait: used("time_wait"),
+            other: used("other"),
+            time_wait_reusable: m.value("sockscope_ephemeral_ports_time_wait_reusable", &p),
+            available,
+        })
+    }
+}
+
+/// Every destination label of `sockscope_ephemeral_ports_used`.
+pub fn pool_destinations(m: &Metrics) -> std::collections::BTreeSet<String> {
+    m.all("sockscope_ephemeral_ports_used")
+        .into_iter()
+        .filter_map(|s| s.labels.get("destination").cloned())
+        .collect()
+}
+
+/// `clients` threads, each with its own [`HttpClient`] to `addr`, share
+/// `total` GETs of `/` (bounded by `limit` in time: past it the threads
+/// stop and the shortfall shows in the count). Returns the statuses
+/// counted (0 = an I/O error) and the connections the clients opened.
+pub fn concurrent_load(
+    addr: &str,
+    clients: usize,
+    total: u64,
+    limit: Duration,
+) -> (BTreeMap<u16, u64>, u64) {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let next = AtomicU64::new(0);
+    let deadline = Instant::now() + limit;
+    let results: Vec<(BTreeMap<u16, u64>, u64)> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..clients)
+            .map(|_| {
+                let next = &next;
+                s.spawn(move || {
+                    let mut c = HttpClient::new(addr);
+                    let mut counts = BTreeMap::new();
+                    while next.fetch_add(1, Ordering::Relaxed) < total && Instant::now() < deadline
+                    {
+                        let status = c.get("/").map_or(0, |r| r.status);
+                        *counts.entry(status).or_insert(0) += 1;
+                    }
+                    (counts, c.connects)
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let mut counts = BTreeMap::new();
+    let mut connects = 0;
+    for (c, n) in results {
+        connects += n;
+        for (k, v) in c {
+            *counts.entry(k).or_insert(0) += v;
+        }
+    }
+    (counts, connects)
+}
+
+/// The CPUs the calling thread may run on (call it before
+/// [`setup_netns`], which pins the test to the first of them).
+pub fn allowed_cpus() -> Vec<usize> {
+    let size = std::mem::size_of::<libc::cpu_set_t>();
+    // SAFETY: plain libc calls on a zeroed cpu_set_t owned by this frame.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        assert_eq!(libc::sched_getaffinity(0, size, &mut set), 0);
+        (0..libc::CPU_SETSIZE as usize)
+            .filter(|&c| libc::CPU_ISSET(c, &set))
+            .collect()
+    }
+}
+
+/// Pins the calling thread (and every process it starts later) to the
+/// `n`-th of `cpus` (modulo their count) and returns that CPU: still one
+/// CPU per test, for [`pin_to_one_cpu`]'s reasons, but tests that run in
+/// parallel need not all share the first CPU.
+pub fn pin_to_nth_cpu(cpus: &[usize], n: usize) -> usize {
+    let cpu = cpus[n % cpus.len()];
+    let size = std::mem::size_of::<libc::cpu_set_t>();
+    // SAFETY: plain libc calls on a zeroed cpu_set_t owned by this frame.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        assert_eq!(
+            libc::sched_setaffinity(0, size, &set),
+            0,
+            "sched_setaffinity: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+    cpu
+}
+
+// --- seed 001 scenario helpers ---
+//
+// Used by tests/scenario_seed001.rs and tests/scenario_memory.rs: a lab
+// child whose PID is known (VmRSS, prlimit), nginx with a chosen `events`
+// block and known worker PIDs, a one-shot HTTP/1.1 client that records how
+// each exchange ended (status, time to the head, complete framing, EOF,
+// RST or the client's own time limit), and small ground-truth readers.
+
+/// A child process (a `sockscope` lab command) whose PID is exposed;
+/// stdout and stderr go to a log file. SIGKILL when the spawning thread
+/// dies; on drop SIGTERM, a bounded wait (5 s), then SIGKILL, by PID.
+pub struct ScenarioChild {
+    pub name: String,
+    child: Child,
+    log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl ScenarioChild {
+    /// Starts `sockscope ARGS...`.
+    pub fn sockscope(name: &str, args: &[&str]) -> ScenarioChild {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join(format!("{name}.log"));
+        let file = std::fs::File::create(&log).unwrap();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_sockscope"));
+        cmd.args(args)
+            .stdin(Stdio::null())
+            .stdout(file.try_clone().unwrap())
+            .stderr(file);
+        use std::os::unix::process::CommandExt;
+        // SAFETY: prctl is async-signal-safe; nothing else runs in the child.
+        unsafe {
+            cmd.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawning sockscope {name}: {e}"));
+        ScenarioChild {
+            name: name.to_owned(),
+            child,
+            log,
+            _dir: dir,
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Panics (with the log) if the process has exited.
+    pub fn assert_running(&mut self) {
+        if let Some(status) = self.child.try_wait().unwrap() {
+            panic!(
+                "{} exited: {status}\n----- its log -----\n{}",
+                self.name,
+                self.log()
+            );
+        }
+    }
+}
+
+/// Sends `signal` to `pid`, waits (bounded: 5 s) for `child` to exit, then
+/// SIGKILLs it.
+fn stop_child(child: &mut Child, signal: libc::c_int) {
+    if let Ok(None) = child.try_wait() {
+        // SAFETY: a signal to our own, not yet reaped, child.
+        unsafe { libc::kill(child.id() as libc::pid_t, signal) };
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(5) {
+            if let Ok(Some(_)) = child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// The last `n` lines of `text`.
+fn last_lines(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+impl Drop for ScenarioChild {
+    fn drop(&mut self) {
+        stop_child(&mut self.child, libc::SIGTERM);
+        if std::thread::panicking() {
+            eprintln!(
+                "----- {} log (last 40 lines) -----\n{}",
+                self.name,
+                last_lines(&self.log(), 40)
+            );
+        }
+    }
+}
+
+/// PIDs whose parent is `pid` (from /proc/*/stat).
+pub fn child_pids(pid: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Some(p) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{p}/stat")) else {
+            continue;
+        };
+        // pid (comm) state ppid ...; comm may contain spaces and parens.
+        let ppid = stat
+            .rsplit_once(") ")
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+            .and_then(|s| s.parse::<u32>().ok());
+        if ppid == Some(pid) {
+            out.push(p);
+        }
+    }
+    out.sort();
+    out
+}
+
+/// A real nginx started with its own config in a temp dir (mode 0755,
+/// `user root;` as root so the worker reaches sockets in it): `daemon off;`,
+/// `master_process on`, one worker, pid, error log (level `info`) and every
+/// temp path in the dir, `access_log off`. `events` and `http` are the
+/// contents of those blocks. Stopped on drop: SIGTERM to the master
+/// (bounded wait), then SIGKILL to the master and the workers it had, by
+/// PID.
+pub struct ScenarioNginx {
+    child: Child,
+    workers: Vec<u32>,
+    dir: tempfile::TempDir,
+}
+
+impl ScenarioNginx {
+    /// Starts nginx and waits until it listens on `listen` (`IP:PORT`,
+    /// checked with `ss -ltn`, never by connecting) and its worker runs.
+    pub fn start(events: &str, http: &str, listen: &str) -> ScenarioNginx {
+        let bin = nginx_binary().expect("nginx binary (check nginx_or_skip first)");
+        let dir = tempfile::Builder::new()
+            .prefix("sockscope-nginx-")
+            .tempdir()
+            .unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let d = dir.path().display().to_string();
+        // SAFETY: geteuid has no preconditions.
+        let user = if unsafe { libc::geteuid() } == 0 {
+            "user root;"
+        } else {
+            ""
+        };
+        // Temp paths only for the modules compiled in (nginx-light lacks
+        // some); `nginx -V` names the removed ones `--without-http_X_module`.
+        let v = Command::new(&bin).arg("-V").output().unwrap();
+        let configure = String::from_utf8_lossy(&v.stderr).into_owned();
+        let mut temp_paths = format!("client_body_temp_path {d}/client_body;\n");
+        for m in ["proxy", "fastcgi", "uwsgi", "scgi"] {
+            if !configure.contains(&format!("--without-http_{m}_module")) {
+                temp_paths.push_str(&format!("{m}_temp_path {d}/{m};\n"));
+            }
+        }
+        let conf = format!(
+            "{user}\n\
+             daemon off;\n\
+             master_process on;\n\
+             worker_processes 1;\n\
+             pid {d}/nginx.pid;\n\
+             error_log {d}/error.log info;\n\
+             events {{\n{events}\n}}\n\
+             http {{\n\
+             access_log off;\n\
+             {temp_paths}\
+             {http}\n\
+             }}\n"
+        );
+        let conf_path = dir.path().join("nginx.conf");
+        std::fs::write(&conf_path, &conf).unwrap();
+        let out = std::fs::File::create(dir.path().join("stderr.log")).unwrap();
+        let mut cmd = Command::new(&bin);
+        cmd.arg("-p")
+            .arg(dir.path())
+            .arg("-c")
+            .arg(&conf_path)
+            .arg("-e")
+            .arg(dir.path().join("error.log"))
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().unwrap())
+            .stderr(out);
+        use std::os::unix::process::CommandExt;
+        // SAFETY: prctl is async-signal-safe; nothing else runs in the child.
+        // SIGTERM (not SIGKILL) so the master stops its worker too.
+        unsafe {
+            cmd.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawning {}: {e}", bin.display()));
+        let mut nginx = ScenarioNginx {
+            child,
+            workers: Vec::new(),
+            dir,
+        };
+        let listen = listen.to_owned();
+        wait_for(
+            &format!("nginx listening on {listen} with its worker"),
+            Duration::from_secs(10),
+            || {
+                nginx.assert_running();
+                let workers = child_pids(nginx.child.id());
+                if tcp_listening(&listen) && workers.len() == 1 {
+                    Ok(workers)
+                } else {
+                    Err(format!("workers {workers:?}"))
+                }
+            },
+        );
+        nginx.workers = child_pids(nginx.child.id());
+        nginx
+    }
+
+    /// The worker's PID (`worker_processes 1`).
+    pub fn worker_pid(&self) -> u32 {
+        self.workers[0]
+    }
+
+    /// Panics (with the config and error log) if the master has exited.
+    pub fn assert_running(&mut self) {
+        if let Some(status) = self.child.try_wait().unwrap() {
+            panic!(
+                "nginx exited: {status}\n----- config -----\n{}\n----- error log -----\n{}{}",
+                std::fs::read_to_string(self.dir.path().join("nginx.conf")).unwrap_or_default(),
+                self.error_log(),
+                std::fs::read_to_string(self.dir.path().join("stderr.log")).unwrap_or_default()
+            );
+        }
+    }
+
+    /// The error log so far.
+    pub fn error_log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("error.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for ScenarioNginx {
+    fn drop(&mut self) {
+        stop_child(&mut self.child, libc::SIGTERM);
+        for &w in &self.workers {
+            // A worker that outlived its master (still an nginx process,
+            // so not a reused PID) is ours to end.
+            let comm = std::fs::read_to_string(format!("/proc/{w}/comm")).unwrap_or_default();
+            if comm.trim() == "nginx" {
+                // SAFETY: a signal to the worker PID this nginx started.
+                unsafe { libc::kill(w as libc::pid_t, libc::SIGKILL) };
+            }
+        }
+        if std::thread::panicking() {
+            eprintln!(
+                "----- nginx error log (last 60 lines) -----\n{}",
+                last_lines(&self.error_log(), 60)
+            );
+        }
+    }
+}
+
+/// How a one-shot exchange ([`http_exchange`]) ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HttpEnd {
+    /// The framing said the response was whole: Content-Length reached,
+    /// the last chunk read, or EOF of a close-delimited body.
+    Complete,
+    /// EOF before a whole response (or before any byte of one).
+    Eof,
+    /// ECONNRESET.
+    Reset,
+    /// The client's own time limit passed first.
+    TimedOut,
+    /// connect() failed, or another I/O error.
+    Error,
+}
+
+/// One request and what came back.
+#[derive(Clone)]
+pub struct HttpExchange {
+    /// Status of the response head, if one arrived.
+    pub status: Option<u16>,
+    /// Time from the start (before connect) to the complete head.
+    pub head_after: Option<Duration>,
+    /// Time from the start to the end of the exchange.
+    pub elapsed: Duration,
+    /// Body bytes received (de-chunked).
+    pub body: Vec<u8>,
+    /// Whether the body was `Transfer-Encoding: chunked`.
+    pub chunked: bool,
+    pub end: HttpEnd,
+    /// The I/O error, for `Error` (and connect failures).
+    pub error: Option<String>,
+}
+
+impl Debug for HttpExchange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let body = String::from_utf8_lossy(&self.body);
+        f.debug_struct("HttpExchange")
+            .field("status", &self.status)
+            .field("head_after", &self.head_after)
+            .field("elapsed", &self.elapsed)
+            .field("end", &self.end)
+            .field("chunked", &self.chunked)
+            .field("body", &body.chars().take(80).collect::<String>())
+            .field("error", &self.error)
+            .finish()
+    }
+}
+
+/// Decodes a chunked body: (bytes so far, whether the last chunk and the
+/// final CRLF were seen). Trailers are not expected.
+fn dechunk(mut data: &[u8]) -> (Vec<u8>, bool) {
+    let mut out = Vec::new();
+    loop {
+        let Some(eol) = data.windows(2).position(|w| w == b"\r\n") else {
+            return (out, false);
+        };
+        let line = String::from_utf8_lossy(&data[..eol]);
+        let Ok(size) = usize::from_str_radix(line.split(';').next().unwrap_or("").trim(), 16)
+        else {
+            return (out, false);
+        };
+        let rest = &data[eol + 2..];
+        if size == 0 {
+            return (out, rest.starts_with(b"\r\n"));
+        }
+        let take = size.min(rest.len());
+        out.extend_from_slice(&rest[..take]);
+        if rest.len() < size + 2 {
+            return (out, false);
+        }
+        data = &rest[size + 2..];
+    }
+}
+
+/// Sends `request` on a new TCP connection to `addr` and reads the
+/// response until its framing says it is whole, the server closes or
+/// resets the connection, or `limit` (from the start, connect included)
+/// passes. A failed write is not an error by itself: the response (a 5xx
+/// sent before the request was read, say) is still read.
+pub fn http_exchange(addr: &str, request: &[u8], limit: Duration) -> HttpExchange {
+    let start = Instant::now();
+    let deadline = start + limit;
+    let mut ex = HttpExchange {
+        status: None,
+        head_after: None,
+        elapsed: Duration::ZERO,
+        body: Vec::new(),
+        chunked: false,
+        end: HttpEnd::Error,
+        error: None,
+    };
+    let sa: SocketAddr = addr.parse().expect("IP:PORT");
+    let mut s = match TcpStream::connect_timeout(&sa, limit) {
+        Ok(s) => s,
+        Err(e) => {
+            ex.elapsed = start.elapsed();
+            ex.end = match e.kind() {
+                std::io::ErrorKind::ConnectionReset => HttpEnd::Reset,
+                std::io::ErrorKind::TimedOut => HttpEnd::TimedOut,
+                _ => HttpEnd::Error,
+            };
+            ex.error = Some(format!("connect: {e}"));
+            return ex;
+        }
+    };
+    let _ = s.set_nodelay(true);
+    let _ = s.write_all(request);
+    let mut buf: Vec<u8> = Vec::new();
+    // (body offset, Some(length) | None = close-delimited)
+    let mut framing: Option<(usize, Option<usize>)> = None;
+    let mut chunk = [0u8; 16 * 1024];
+    let end = loop {
+        if let Some((off, len)) = framing {
+            let raw = &buf[off..];
+            if ex.chunked {
+                let (body, done) = dechunk(raw);
+                ex.body = body;
+                if done {
+                    break HttpEnd::Complete;
+                }
+            } else {
+                ex.body = raw.to_vec();
+                if len.is_some_and(|n| raw.len() >= n) {
+                    ex.body.truncate(len.unwrap());
+                    break HttpEnd::Complete;
+                }
+            }
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            break HttpEnd::TimedOut;
+        }
+        s.set_read_timeout(Some(deadline - now)).unwrap();
+        match s.read(&mut chunk) {
+            Ok(0) => {
+                break match framing {
+                    Some((_, None)) if !ex.chunked => HttpEnd::Complete,
+                    _ => HttpEnd::Eof,
+                };
+            }
+            Ok(n) => {
+                buf.extend_from_slice(&chunk[..n]);
+                if framing.is_none()
+                    && let Some(pos) = buf.windows(4).position(|w| w == b"\r\n\r\n")
+                {
+                    ex.head_after = Some(start.elapsed());
+                    let head = String::from_utf8_lossy(&buf[..pos]).into_owned();
+                    let mut lines = head.split("\r\n");
+                    ex.status = lines
+                        .next()
+                        .and_then(|l| l.split_whitespace().nth(1))
+                        .and_then(|c| c.parse().ok());
+                    let mut length = None;
+                    for l in lines {
+                        let Some((name, value)) = l.split_once(':') else {
+                            continue;
+                        };
+                        match name.trim().to_ascii_lowercase().as_str() {
+                            "content-length" => length = value.trim().parse().ok(),
+                            "transfer-encoding" => {
+                                ex.chunked = value.trim().eq_ignore_ascii_case("chunked")
+                            }
+                            _ => {}
+                        }
+                    }
+                    framing = Some((pos + 4, length));
+                }
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                break HttpEnd::TimedOut;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break HttpEnd::Reset,
+            Err(e) => {
+                ex.error = Some(e.to_string());
+                break HttpEnd::Error;
+            }
+        }
+    };
+    ex.end = end;
+    ex.elapsed = start.elapsed();
+    ex
+}
+
+/// `GET path` with `Connection: close` through [`http_exchange`].
+pub fn http_get_once(addr: &str, path: &str, limit: Duration) -> HttpExchange {
+    let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    http_exchange(addr, req.as_bytes(), limit)
+}
+
+/// Non-listener lines of /proc/net/unix carrying `path` in state `st`
+/// (2 = SS_CONNECTING embryos, 3 = SS_CONNECTED).
+pub fn unix_path_lines(lines: &[ProcUnixLine], path: &str, st: u8) -> u64 {
+    lines
+        .iter()
+        .filter(|l| l.flags & 0x10000 == 0 && l.st == st && l.path.as_deref() == Some(path))
+        .count() as u64
+}
+
+/// `ss -ltn` (Recv-Q, Send-Q) of the TCP listener on exactly `addr`.
+pub fn ss_tcp_listen_queue(addr: &str) -> Option<(u64, u64)> {
+    ss_tcp(&["-ltn"])
+        .iter()
+        .find(|r| r.state == "LISTEN" && r.local == addr)
+        .map(|r| (r.recv_q, r.send_q))
+}
+
+/// ESTABLISHED sockets in `rows` (`ss -tan`) whose local address is `addr`.
+pub fn ss_estab_local(rows: &[SsTcpRow], addr: &str) -> u64 {
+    rows.iter()
+        .filter(|r| r.state == "ESTAB" && r.local == addr)
+        .count() as u64
+}
+
+/// VmRSS of `pid` in KiB (/proc/PID/status), `None` once it is gone.
+pub fn vm_rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+}
+
+/// The open descriptor numbers of `pid` (/proc/PID/fd).
+pub fn fd_numbers(pid: u32) -> Vec<u64> {
+    let mut v: Vec<u64> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str().and_then(|s| s.parse().ok()))
+        .collect();
+    v.sort();
+    v
+}
+
+/// Sets the soft RLIMIT_NOFILE of another process with prlimit(2), its
+/// hard limit unchanged; returns the previous (soft, hard).
+pub fn set_nofile_of(pid: u32, soft: u64) -> (u64, u64) {
+    let mut old = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: a live rlimit struct of this frame; a null new limit reads.
+    let rc = unsafe {
+        libc::prlimit(
+            pid as libc::pid_t,
+            libc::RLIMIT_NOFILE,
+            std::ptr::null(),
+            &mut old,
+        )
+    };
+    assert_eq!(rc, 0, "prlimit({pid}): {}", std::io::Error::last_os_error());
+    let new = libc::rlimit {
+        rlim_cur: soft,
+        rlim_max: old.rlim_max,
+    };
+    // SAFETY: as above; a null old limit is allowed.
+    let rc = unsafe {
+        libc::prlimit(
+            pid as libc::pid_t,
+            libc::RLIMIT_NOFILE,
+            &new,
+            std::ptr::null_mut(),
+        )
+    };
+    assert_eq!(
+        rc,
+        0,
+        "prlimit({pid}, NOFILE={soft}): {}",
+        std::io::Error::last_os_error()
+    );
+    (old.rlim_cur, old.rlim_max)
+}
+
+/// Raises this process's soft RLIMIT_NOFILE to at least `want` (up to the
+/// hard limit); returns the soft limit now in force.
+pub fn raise_nofile(want: u64) -> u64 {
+    let mut rl = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: a live rlimit struct of this frame.
+    assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl) }, 0);
+    if rl.rlim_cur < want {
+        rl.rlim_cur = want.min(rl.rlim_max);
+        // SAFETY: as above.
+        assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &rl) }, 0);
+    }
+    rl.rlim_cur
+}
