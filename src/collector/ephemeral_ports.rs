@@ -26,12 +26,12 @@
 //! `idiag_expires`; sockets bound with `bind()` but not listening are not
 //! visible as bind buckets and are counted like connected ones.
 
-use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 
 use crate::collector::listen_queue::PortSet;
 use crate::model::{TcpSocket, TcpState, is_loopback};
 use crate::source::sysctl::Sysctls;
+use foldhash::HashMap as FoldHashMap;
 
 /// `TCP_TIMEWAIT_LEN` (include/net/tcp.h): 60 s.
 pub const TIME_WAIT_MS: u32 = 60_000;
@@ -126,9 +126,17 @@ pub struct PoolKey {
 }
 
 /// Outbound sockets of one census, per pool.
+///
+/// Pools live in a `Vec` indexed by a map, and the last pool touched is
+/// tried first: TIME_WAIT sockets toward one upstream often follow each
+/// other in the dump, and then a socket costs a key comparison instead of
+/// a hash lookup. The map uses foldhash's seeded hasher: std's SipHash
+/// costs more than the rest of classifying a socket.
 #[derive(Debug, Clone, Default)]
 pub struct EphemeralPorts {
-    pools: HashMap<PoolKey, PoolCounts>,
+    pools: Vec<(PoolKey, PoolCounts)>,
+    index: FoldHashMap<PoolKey, usize>,
+    last: usize,
 }
 
 impl EphemeralPorts {
@@ -143,7 +151,7 @@ impl EphemeralPorts {
             source: s.local.ip(),
             destination: s.remote,
         };
-        let c = self.pools.entry(key).or_default();
+        let c = self.pool(key);
         match s.state {
             TcpState::Established => c.established += 1,
             TcpState::TimeWait => {
@@ -156,9 +164,22 @@ impl EphemeralPorts {
         }
     }
 
+    /// The counts of `key`'s pool, created empty on first use.
+    fn pool(&mut self, key: PoolKey) -> &mut PoolCounts {
+        let hit = self.pools.get(self.last).is_some_and(|(k, _)| *k == key);
+        if !hit {
+            let next = self.pools.len();
+            self.last = *self.index.entry(key).or_insert(next);
+            if self.last == next {
+                self.pools.push((key, PoolCounts::default()));
+            }
+        }
+        &mut self.pools[self.last].1
+    }
+
     pub fn merge(&mut self, other: EphemeralPorts) {
         for (k, v) in other.pools {
-            self.pools.entry(k).or_default().add(&v);
+            self.pool(k).add(&v);
         }
     }
 
@@ -223,7 +244,7 @@ pub fn report(
     let mut pools: Vec<(PoolKey, PoolCounts, u64)> = ports
         .pools
         .iter()
-        .map(|(k, c)| (*k, *c, base.saturating_sub(c.blocking())))
+        .map(|&(k, c)| (k, c, base.saturating_sub(c.blocking())))
         .collect();
     pools.sort_by(|a, b| {
         a.2.cmp(&b.2)

@@ -13,10 +13,10 @@
 //! line carrying the listener's path. Accepted server-side sockets carry
 //! the listener's name too (`unix_stream_connect()` copies `addr`).
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 
 use crate::model::{Family, TcpSocket, TcpState, UnixName, UnixSocket, UnixState};
+use foldhash::HashMap as FoldHashMap;
 
 /// Protocol of a listener (`proto` label).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
@@ -123,7 +123,7 @@ impl PortSet {
 /// for inet_diag and `/proc/net/tcp` alike).
 #[derive(Debug, Default, Clone)]
 pub struct TcpListeners {
-    entries: HashMap<SocketAddr, TcpEntry>,
+    entries: FoldHashMap<SocketAddr, TcpEntry>,
     /// Listening ports, for the ephemeral-port classification.
     pub ports: PortSet,
 }
@@ -196,7 +196,7 @@ struct UnixEntry {
 /// in any order (hash-table order).
 #[derive(Debug, Default, Clone)]
 pub struct UnixListeners {
-    names: HashMap<UnixName, UnixEntry>,
+    names: FoldHashMap<UnixName, UnixEntry>,
 }
 
 impl UnixListeners {
