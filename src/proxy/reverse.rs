@@ -11,9 +11,8 @@
 //!   `--keepalive N` caches up to N idle connections per upstream in each
 //!   worker (nginx's `keepalive N`, also per worker; when the cache is full
 //!   the least recently used one is closed); with 0 the proxy closes each
-//!   TCP upstream connection after its response, so TIME_WAIT lands on the
-//!   proxy's side (seed 000), and asks a UNIX-socket upstream to close
-//!   (`Connection: close`, as nginx does).
+//!   upstream connection after its response, so TIME_WAIT lands on the
+//!   proxy's side (seed 000).
 //! - `--max-connections` bounds open client connections like
 //!   `worker_connections`: at the bound the proxy stops calling `accept()`
 //!   and new clients wait in the kernel's accept queue.
@@ -724,15 +723,6 @@ impl Proxy {
         strip_request_headers(&mut parts.headers);
         parts.uri = origin_form(parts.uri);
         parts.version = hyper::Version::HTTP_11;
-        if sh.cfg.keepalive == 0 && matches!(upstream, Addr::Unix(_)) {
-            // As nginx does without keepalive: the upstream closes after
-            // its response, saving it a wait for our close. Over TCP the
-            // proxy closes first instead, so that TIME_WAIT lands on its
-            // side (seed 000); a UNIX socket has no TIME_WAIT.
-            parts
-                .headers
-                .insert(header::CONNECTION, HeaderValue::from_static("close"));
-        }
         let upstream_req = Request::from_parts(parts, body);
 
         // Each phase has its own deadline, as in nginx: connecting
