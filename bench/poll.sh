@@ -71,6 +71,9 @@ if [[ ${1:-} == --inner ]]; then
     ip link set lo up
     echo "1024 65535" >/proc/sys/net/ipv4/ip_local_port_range
     echo 262144 >/proc/sys/net/ipv4/tcp_max_tw_buckets
+    # connect() must not take the ports node_exporter and the agent listen
+    # on (the world's clients use the whole range)
+    echo 9100,9977 >/proc/sys/net/ipv4/ip_local_reserved_ports
     ulimit -n "$(ulimit -Hn)"
     rec load_start "$(cut -d' ' -f1 /proc/loadavg)"
     cpu_stat() { awk '/^cpu /{print $2+$3+$4+$7+$8+$9, $5+$6}' /proc/stat; } # busy idle

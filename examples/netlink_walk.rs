@@ -5,13 +5,18 @@
 //! Used by `bench/poll.sh`.
 //!
 //!     cargo run --release --example netlink_walk -- [--iterations N] [--buf BYTES]
-//!         [--unix-show MASK] [--compat]
+//!         [--unix-show MASK] [--compat] [--listeners-only] [--interval-ms MS]
 //!
 //! Options: `--unix-show MASK` (the `UDIAG_SHOW_*` bits of the unix_diag
 //! request; the poller asks NAME|RQLEN = 17, it asked 29 =
 //! NAME|PEER|ICONS|RQLEN before), `--compat` (one legacy
 //! `TCPDIAG_GETSOCK` dump for both families instead of one
-//! `SOCK_DIAG_BY_FAMILY` dump per family).
+//! `SOCK_DIAG_BY_FAMILY` dump per family), `--listeners-only` (only the
+//! LISTEN-only dumps: TCP per family, and unix_diag with the TCP_LISTEN
+//! state bit, i.e. what a tick that samples only the accept queues would
+//! cost), `--interval-ms MS` (sleep between iterations: at the agent's
+//! 1 s cadence the kernel's socket structures are no longer in the CPU
+//! caches, which back-to-back iterations find them in).
 //!
 //! Prints one line per iteration and a summary line with the medians:
 //! `median_ms=.. tcp_ms=.. unix_ms=.. cpu_ms=.. messages=.. recvs=..`
@@ -105,22 +110,30 @@ fn inet(family: u8, states: u32) -> SockDiagMessage {
     })
 }
 
-fn unix(show: ShowFlags) -> SockDiagMessage {
+fn unix(show: ShowFlags, states: u32) -> SockDiagMessage {
     SockDiagMessage::UnixRequest(UnixRequest {
-        state_flags: UnixStateFlags::from_bits_retain(u32::MAX),
+        state_flags: UnixStateFlags::from_bits_retain(states),
         inode: 0,
         show_flags: show,
         cookie: [0xff; 8],
     })
 }
 
-/// CPU time of this thread so far, in ms (`/proc/thread-self/schedstat`:
-/// nanoseconds on the CPU, user and kernel).
+/// CPU time of this thread so far (user + kernel), in ms.
+/// `CLOCK_THREAD_CPUTIME_ID` accounts the running slice up to now; the
+/// first field of `/proc/thread-self/schedstat` is only brought up to date
+/// at scheduler events, and a dump never sleeps.
 fn cpu_ms() -> f64 {
-    std::fs::read_to_string("/proc/thread-self/schedstat")
-        .ok()
-        .and_then(|s| s.split_whitespace().next()?.parse::<f64>().ok())
-        .map_or(f64::NAN, |ns| ns / 1e6)
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec for the duration of the call.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    if rc != 0 {
+        return f64::NAN;
+    }
+    ts.tv_sec as f64 * 1e3 + ts.tv_nsec as f64 / 1e6
 }
 
 fn median(v: &mut [f64]) -> f64 {
@@ -137,6 +150,8 @@ fn main() {
     let mut iterations = 10usize;
     let mut buf_len = 64 * 1024;
     let mut compat = false;
+    let mut listeners_only = false;
+    let mut interval_ms = 0u64;
     let mut unix_show = ShowFlags::NAME | ShowFlags::RQLEN; // as the poller asks
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -145,10 +160,12 @@ fn main() {
             "--iterations" => iterations = value() as usize,
             "--buf" => buf_len = value() as usize,
             "--compat" => compat = true,
+            "--listeners-only" => listeners_only = true,
+            "--interval-ms" => interval_ms = value(),
             "--unix-show" => unix_show = ShowFlags::from_bits_retain(value() as u32),
             _ => {
                 eprintln!(
-                    "usage: netlink_walk [--iterations N] [--buf BYTES] [--unix-show UDIAG_SHOW_MASK]"
+                    "usage: netlink_walk [--iterations N] [--buf BYTES] [--unix-show UDIAG_SHOW_MASK] [--compat] [--listeners-only] [--interval-ms MS]"
                 );
                 std::process::exit(2);
             }
@@ -162,17 +179,25 @@ fn main() {
     let (mut all, mut tcp, mut unx, mut cpu) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let mut last = Walk::default();
     for i in 0..iterations {
+        if i > 0 && interval_ms > 0 {
+            std::thread::sleep(std::time::Duration::from_millis(interval_ms));
+        }
         let mut w = Walk::default();
         let c0 = cpu_ms();
         let t0 = Instant::now();
+        let tcp_dumps: &[u32] = if listeners_only {
+            &[TCP_LISTEN_ONLY]
+        } else {
+            &[TCP_LISTEN_ONLY, TCP_ALL_STATES & !TCP_LISTEN_ONLY]
+        };
         if compat {
-            for states in [TCP_LISTEN_ONLY, TCP_ALL_STATES & !TCP_LISTEN_ONLY] {
+            for &states in tcp_dumps {
                 seq += 1;
                 dump_compat(&mut sock, &mut buf, seq, states, &mut w);
             }
         } else {
             for family in [AF_INET, AF_INET6] {
-                for states in [TCP_LISTEN_ONLY, TCP_ALL_STATES & !TCP_LISTEN_ONLY] {
+                for &states in tcp_dumps {
                     seq += 1;
                     dump(&mut sock, &mut buf, seq, inet(family, states), &mut w);
                 }
@@ -180,7 +205,18 @@ fn main() {
         }
         let t1 = Instant::now();
         seq += 1;
-        dump(&mut sock, &mut buf, seq, unix(unix_show.clone()), &mut w);
+        let unix_states = if listeners_only {
+            TCP_LISTEN_ONLY
+        } else {
+            u32::MAX
+        };
+        dump(
+            &mut sock,
+            &mut buf,
+            seq,
+            unix(unix_show.clone(), unix_states),
+            &mut w,
+        );
         let t2 = Instant::now();
         let c = cpu_ms() - c0;
         let ms = |a: Instant, b: Instant| (b - a).as_secs_f64() * 1e3;
