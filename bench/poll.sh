@@ -26,7 +26,9 @@
 # 60 s, so a world is good for one phase; leaving the namespace purges its
 # TIME_WAIT sockets at once):
 #   peers: sockscope snapshot --timing (one-shots), the raw netlink walk
-#          (examples/netlink_walk.rs: same dumps, headers only), ss -tan,
+#          (examples/netlink_walk.rs: same dumps, headers only; back to
+#          back, 1 s apart like the agent, one dump for both families,
+#          listeners only), ss -tan,
 #          ss -xa, cat /proc/net/tcp{,6}, snapshot --source procfs, and
 #          node_exporter's tcpstat collector scrape duration;
 #   agent: sockscope agent at the default 1 s interval: CPU share
@@ -144,6 +146,11 @@ EOF
         wall snapshot_wall_ms "$BIN" snapshot
         recline walk_ "$("$WALK" --iterations "$REPS" $WALK_ARGS | tail -1)"
         recline walkcompat_ "$("$WALK" --iterations "$REPS" --compat $WALK_ARGS | tail -1)"
+        # at the agent's cadence: after a 1 s sleep the kernel's socket
+        # structures are out of the CPU caches (REPS seconds)
+        recline walkcold_ "$("$WALK" --iterations "$REPS" --interval-ms 1000 $WALK_ARGS | tail -1)"
+        # what a tick that samples only the listeners would cost
+        recline walklisten_ "$("$WALK" --iterations "$REPS" --listeners-only $WALK_ARGS | tail -1)"
         wall ss_tan_ms ss -tan
         wall ss_xa_ms ss -xa
         wall cat_proc_tcp_ms cat /proc/net/tcp /proc/net/tcp6
