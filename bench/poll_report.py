@@ -2,13 +2,18 @@
 """Turns the raw figures of bench/poll.sh into a Markdown table.
 
 usage: poll_report.py RAW_DIR SIZE...
+       poll_report.py --merge RESULT.md RESULT.md...
 
 RAW_DIR holds `machine` and, per size, `SIZE.peers` and `SIZE.agent`
-(key=value lines written by poll.sh's phases).
+(key=value lines written by poll.sh's phases). With --merge, the raw
+figures at the end of several poll.sh results (one binary, several runs)
+are combined: every number is the median of its values over the runs.
 """
 
 import os
+import statistics
 import sys
+import tempfile
 
 
 def load(path):
@@ -36,8 +41,50 @@ def ratio(a, b):
     return None if a is None or b in (None, 0) else a / b
 
 
+def merge(files):
+    """Writes the per-key medians of several results' raw figures into a
+    temporary RAW_DIR; returns it and the sizes."""
+    runs = []  # {section: {key: value}}
+    for path in files:
+        sections, cur = {}, None
+        with open(path) as f:
+            for line in f:
+                line = line.rstrip("\n")
+                if line.startswith("# ") and cur is not None or line == "```" and cur is None:
+                    cur = line[2:] if line.startswith("# ") else ""
+                    sections.setdefault(cur, {})
+                elif line == "```":
+                    cur = None
+                elif cur is not None and "=" in line:
+                    k, _, v = line.partition("=")
+                    sections[cur][k] = v
+        runs.append(sections)
+    out = tempfile.mkdtemp(prefix="poll-merge-")
+    names = sorted({n for r in runs for n in r if n})
+    for name in names:
+        keys = {k for r in runs for k in r.get(name, {})}
+        merged = {}
+        for k in sorted(keys):
+            vals = [r[name][k] for r in runs if k in r.get(name, {})]
+            try:
+                nums = [float(v) for v in vals if v != ""]
+                merged[k] = f"{statistics.median(nums):g}" if nums else ""
+            except ValueError:
+                merged[k] = vals[-1] if name != "machine" or k != "date" else " / ".join(vals)
+        if name == "machine":
+            merged["date"] = " / ".join(r.get("machine", {}).get("date", "?") for r in runs)
+            merged["runs"] = str(len(runs))
+        with open(os.path.join(out, name), "w") as f:
+            f.writelines(f"{k}={v}\n" for k, v in merged.items())
+    sizes = sorted({n.split(".")[0] for n in names if "." in n}, key=int)
+    return out, sizes
+
+
 def main():
-    raw, sizes = sys.argv[1], sys.argv[2:]
+    if sys.argv[1] == "--merge":
+        raw, sizes = merge(sys.argv[2:])
+    else:
+        raw, sizes = sys.argv[1], sys.argv[2:]
     m = load(os.path.join(raw, "machine"))
     peers = {s: load(os.path.join(raw, f"{s}.peers")) for s in sizes}
     agent = {s: load(os.path.join(raw, f"{s}.agent")) for s in sizes}
@@ -58,7 +105,8 @@ def main():
         f"ss {m.get('ss', '?')}, node_exporter "
         f"{next((p.get('node_exporter_version') for p in peers.values() if p.get('node_exporter_version')), 'absent')}, "
         f"hyperfine {m.get('hyperfine') or 'absent'}",
-        f"- medians of {m.get('reps', '?')} repetitions; agent CPU over "
+        (f"- medians over {m['runs']} runs of bench/poll.sh (each figure: the median of the runs' medians)\n" if "runs" in m else "")
+        + f"- medians of {m.get('reps', '?')} repetitions; agent CPU over "
         f"{m.get('cpu_seconds', '?')} s at the default 1 s interval",
         "",
         head,
