@@ -31,10 +31,14 @@
 #          listeners only), ss -tan,
 #          ss -xa, cat /proc/net/tcp{,6}, snapshot --source procfs, and
 #          node_exporter's tcpstat collector scrape duration;
-#   agent: sockscope agent at the default 1 s interval: CPU share
-#          (utime+stime over --cpu-seconds), sockscope_poll_duration_seconds
-#          summed over sources (one scrape every 3 s during that window),
-#          peak RSS (VmHWM).
+#   agent: sockscope agent with default settings (1 s polls; the census
+#          of every socket within a 1 % CPU budget, listener-only dumps
+#          between): CPU share (utime+stime over --cpu-seconds), the
+#          census's sockscope_poll_duration_seconds summed over its sources
+#          (one scrape every 3 s during that window), the listener-only
+#          tick's, sockscope_census_interval_seconds, peak RSS (VmHWM);
+#   agentevery: the same with --census.cpu-budget-ratio 1 (a census on
+#          every poll, as before the census schedule).
 #
 # Needs: unshare, ip, ss, python3, curl; hyperfine (apt-get install -y
 # hyperfine; else a slower Python timing loop is used); node_exporter
@@ -183,22 +187,30 @@ EOF
             fi
         fi
     else
-        "$BIN" agent --web.listen-address 127.0.0.1:9977 >/dev/null 2>&1 &
+        agent_args=()
+        [[ $PHASE == agentevery ]] && agent_args=(--census.cpu-budget-ratio 1)
+        "$BIN" agent --web.listen-address 127.0.0.1:9977 "${agent_args[@]}" >/dev/null 2>&1 &
         agent=$!
         pids+=("$agent")
         for _ in $(seq 300); do curl -sf -o /dev/null 127.0.0.1:9977/metrics && break; sleep 0.1; done
         sleep 3
         ticks() { awk '{print $14 + $15}' "/proc/$agent/stat"; }
         c0=$(ticks) t0=$(date +%s.%N) s0=$(task_cpu_ms "$agent")
-        totals=() inet=() unixd=()
+        totals=() inet=() unixd=() listen=() census_iv=()
         end=$(python3 -c "print($t0 + $CPU_SECONDS)")
         while python3 -c "import sys,time; sys.exit(time.time() + 3 > $end)"; do
             sleep 3
+            # the census's sources (carried between censuses), and the
+            # listener-only dumps of a poll without a census
             t=$( (curl -sf 127.0.0.1:9977/metrics || true) | awk '/^sockscope_poll_duration_seconds\{/ {
-                    split($1, a, "\""); v[a[2]] = $2 * 1000; s += $2 * 1000 }
-                END {printf "%s %s %s", s, v["inet_diag_ipv4"] + v["inet_diag_ipv6"], v["unix_diag"]}')
-            read -r a b c <<<"$t"
+                    split($1, a, "\""); v[a[2]] = $2 * 1000
+                    if (a[2] ~ /_listen$/) l += $2 * 1000; else s += $2 * 1000 }
+                /^sockscope_census_interval_seconds / { iv = $2 }
+                END {printf "%s %s %s %s %s", s, v["inet_diag_ipv4"] + v["inet_diag_ipv6"], v["unix_diag"], l + 0, iv}')
+            read -r a b c d e <<<"$t"
             totals+=("$a") inet+=("$b") unixd+=("$c")
+            [[ $d != 0 ]] && listen+=("$d")
+            census_iv+=("$e")
         done
         sleep "$(python3 -c "import time; print(max(0, $end - time.time()))")"
         c1=$(ticks) t1=$(date +%s.%N) s1=$(task_cpu_ms "$agent")
@@ -211,6 +223,8 @@ EOF
         rec agent_poll_tcp_ms "$(median "${inet[@]}")"
         rec agent_poll_unix_ms "$(median "${unixd[@]}")"
         rec agent_polls_sampled "${#totals[@]}"
+        ((${#listen[@]})) && rec agent_listen_tick_ms "$(median "${listen[@]}")"
+        rec agent_census_interval_s "$(median "${census_iv[@]}")"
         rec agent_vmhwm_kb "$(awk '/VmHWM/{print $2}' /proc/$agent/status)"
     fi
     rec counts_end "$(counts | tr ' ' ',')"
@@ -284,7 +298,7 @@ chmod 755 "$RAW"
 export POLL_OUTER_NETNS
 POLL_OUTER_NETNS=$(readlink /proc/self/ns/net)
 for size in $SIZES; do
-    for phase in peers agent; do
+    for phase in peers agent agentevery; do
         if [[ -n $QUIET ]]; then # wait up to 10 min for a quiet machine
             for _ in $(seq 120); do
                 read -r b0 i0 <<<"$(awk '/^cpu /{print $2+$3+$4+$7+$8+$9, $5+$6}' /proc/stat)"
@@ -307,7 +321,7 @@ python3 "$ROOT/bench/poll_report.py" "$RAW" $SIZES | tee "$OUTFILE"
     echo '<details><summary>Raw figures</summary>'
     echo
     echo '```'
-    for f in "$RAW"/machine "$RAW"/*.peers "$RAW"/*.agent; do
+    for f in "$RAW"/machine "$RAW"/*.peers "$RAW"/*.agent "$RAW"/*.agentevery; do
         echo "# $(basename "$f")"
         cat "$f"
     done

@@ -88,6 +88,7 @@ def main():
     m = load(os.path.join(raw, "machine"))
     peers = {s: load(os.path.join(raw, f"{s}.peers")) for s in sizes}
     agent = {s: load(os.path.join(raw, f"{s}.agent")) for s in sizes}
+    every = {s: load(os.path.join(raw, f"{s}.agentevery")) for s in sizes}
 
     def k(n):
         n = int(n)
@@ -107,7 +108,8 @@ def main():
         f"hyperfine {m.get('hyperfine') or 'absent'}",
         (f"- medians over {m['runs']} runs of bench/poll.sh (each figure: the median of the runs' medians)\n" if "runs" in m else "")
         + f"- medians of {m.get('reps', '?')} repetitions; agent CPU over "
-        f"{m.get('cpu_seconds', '?')} s at the default 1 s interval",
+        f"{m.get('cpu_seconds', '?')} s at the default 1 s poll interval, with the default census "
+        "schedule (`--census.cpu-budget-ratio 0.01`) and with a census on every poll (`1`)",
         "",
         head,
         sep,
@@ -139,9 +141,13 @@ def main():
     )
     P = lambda key: lambda s: num(peers[s], key)  # noqa: E731
     A = lambda key: lambda s: num(agent[s], key)  # noqa: E731
-    row("**agent full poll**, ms (sum of `sockscope_poll_duration_seconds`)", A("agent_poll_ms"))
+    E = lambda key: lambda s: num(every[s], key)  # noqa: E731
+    row("**agent census** (full poll), ms (its sources' `sockscope_poll_duration_seconds`)", A("agent_poll_ms"))
     row("— of which inet_diag v4+v6, ms", A("agent_poll_tcp_ms"))
     row("— of which unix_diag, ms", A("agent_poll_unix_ms"))
+    row("agent census when it runs every poll (`--census.cpu-budget-ratio 1`), ms", E("agent_poll_ms"))
+    row("agent census interval (`sockscope_census_interval_seconds`), s", A("agent_census_interval_s"), digits=2)
+    row("agent poll between censuses (listener-only dumps), ms", A("agent_listen_tick_ms"), digits=2)
     row("`snapshot --timing` total (one-shot), ms", P("snapshot_total_ms"))
     row("`snapshot` wall (process start to exit), ms", P("snapshot_wall_ms"))
     row("raw netlink walk (same dumps, headers only), ms", P("walk_median_ms"))
@@ -163,7 +169,9 @@ def main():
     row("`snapshot --source procfs` total, ms", P("procfs_total_ms"))
     row("agent peak RSS (VmHWM), MB", lambda s: (num(agent[s], "agent_vmhwm_kb") or 0) / 1024 or None)
     row("node_exporter peak RSS (VmHWM), MB", lambda s: (num(peers[s], "node_exporter_vmhwm_kb") or 0) / 1024 or None)
-    row("**agent CPU, % of one core** (1 s interval)", A("agent_cpu_pct"), digits=2)
+    row("**agent CPU, % of one core** (default settings)", A("agent_cpu_pct"), digits=2)
+    row("agent CPU, % of one core, census every poll", E("agent_cpu_pct"), digits=2)
+    row("agent peak RSS, census every poll, MB", lambda s: (num(every[s], "agent_vmhwm_kb") or 0) / 1024 or None)
 
     lines += [
         "",
@@ -172,7 +180,8 @@ def main():
         head,
         sep,
     ]
-    row("agent, per poll (threads' schedstat over the window ÷ polls), ms", A("agent_cpu_ms_per_s"))
+    row("agent, per second (threads' schedstat over the window), default settings, ms", A("agent_cpu_ms_per_s"))
+    row("agent, per poll with a census every poll, ms", E("agent_cpu_ms_per_s"))
     row("`snapshot` process (startup included), ms", P("snapshot_wall_cpu_ms"))
     row("raw netlink walk, per iteration, ms", P("walk_cpu_ms"))
     row("raw netlink walk 1 s apart, per iteration, ms", P("walkcold_cpu_ms"))
@@ -199,11 +208,13 @@ def main():
     tcp = A("agent_poll_tcp_ms")
     rrow("agent poll, TCP part / node_exporter tcpstat", tcp, P("node_tcpstat_ms"), 0.5)
     rrow("agent poll, TCP part / `ss -tan`", tcp, P("ss_tan_ms"), 0.3)
-    cpu = A("agent_cpu_ms_per_s")
-    rrow("CPU: agent per poll / node_exporter per scrape", cpu, P("node_scrape_cpu_ms"), 0.5)
-    rrow("CPU: agent per poll / `ss -tan`", cpu, P("ss_tan_cpu_ms"), 0.3)
-    rrow("CPU: agent per poll / raw walk", cpu, P("walk_cpu_ms"), 1.3)
-    rrow("CPU: agent per poll / raw walk 1 s apart", cpu, P("walkcold_cpu_ms"), 1.3)
+    cpu = E("agent_cpu_ms_per_s")
+    rrow("CPU: agent census / node_exporter per scrape", cpu, P("node_scrape_cpu_ms"), 0.5)
+    rrow("CPU: agent census / `ss -tan`", cpu, P("ss_tan_cpu_ms"), 0.3)
+    rrow("CPU: agent census / raw walk", cpu, P("walk_cpu_ms"), 1.3)
+    rrow("CPU: agent census / raw walk 1 s apart", cpu, P("walkcold_cpu_ms"), 1.3)
+    rrow("agent CPU, % of one core, default settings", A("agent_cpu_pct"), lambda s: 1, 2)
+    rrow("agent peak RSS, MB", lambda s: (num(agent[s], "agent_vmhwm_kb") or 0) / 1024 or None, lambda s: 1, 8)
     if scale:
         r = ratio(poll(sizes[-1]), poll(sizes[0]))
         n = int(sizes[-1]) / int(sizes[0])
@@ -214,21 +225,21 @@ def main():
         )
     lines += [
         "",
-        "| conditions | " + " | ".join(f"{c} peers | {c} agent" for c in cols) + " |",
-        "|---" * (2 * len(cols) + 1) + "|",
+        "| conditions | " + " | ".join(f"{c} peers | {c} agent | {c} every" for c in cols) + " |",
+        "|---" * (3 * len(cols) + 1) + "|",
         "| load average (1 min) at start → end | "
         + " | ".join(
             f"{d.get('load_start', '?')} → {d.get('load_end', '?')}"
             for s in sizes
-            for d in (peers[s], agent[s])
+            for d in (peers[s], agent[s], every[s])
         )
         + " |",
         "| machine busy during the phase (both CPUs, the benchmark included) | "
-        + " | ".join(f"{d.get('machine_busy_pct', '?')} %" for s in sizes for d in (peers[s], agent[s]))
+        + " | ".join(f"{d.get('machine_busy_pct', '?')} %" for s in sizes for d in (peers[s], agent[s], every[s]))
         + " |",
         "| TIME_WAIT of other namespaces in the shared hash (tw_sock_TCP slab) | "
         + " | ".join(
-            f"{d.get('slab_tw_before', '?')}" for s in sizes for d in (peers[s], agent[s])
+            f"{d.get('slab_tw_before', '?')}" for s in sizes for d in (peers[s], agent[s], every[s])
         )
         + " |",
         "| world TCP sockets at start → end of phase; phase length | "
@@ -239,7 +250,7 @@ def main():
                 d.get("world_age_s", "?"),
             )
             for s in sizes
-            for d in (peers[s], agent[s])
+            for d in (peers[s], agent[s], every[s])
         )
         + " |",
     ]

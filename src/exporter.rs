@@ -40,9 +40,9 @@ pub mod specs {
     use super::*;
     specs! {
         TCP_SOCKETS = "sockscope_tcp_sockets", G, ["family", "state"],
-            "TCP sockets per address family and state (inet_diag or /proc/net/tcp{,6}), as of the latest poll.";
+            "TCP sockets per address family and state (inet_diag or /proc/net/tcp{,6}), as of the latest census.";
         UNIX_SOCKETS = "sockscope_unix_sockets", G, ["sock_type", "state"],
-            "UNIX sockets per type and SS_* state of /proc/net/unix; connecting = embryos waiting for accept(), as of the latest poll.";
+            "UNIX sockets per type and SS_* state of /proc/net/unix; connecting = embryos waiting for accept(), as of the latest census.";
         LISTEN_QUEUE_LENGTH = "sockscope_listen_queue_length", G, ["proto", "listener"],
             "Current accept-queue depth per listener (sk_ack_backlog; UNIX_DIAG_RQLEN), as of the latest poll.";
         LISTEN_QUEUE_LIMIT = "sockscope_listen_queue_limit", G, ["proto", "listener"],
@@ -50,7 +50,7 @@ pub mod specs {
         LISTEN_QUEUE_FULL = "sockscope_listen_queue_full_seconds_total", C, ["proto", "listener"],
             "Seconds the listener's accept queue was sampled at or over its limit.";
         LISTEN_CONNECTIONS = "sockscope_listen_connections", G, ["proto", "listener", "state"],
-            "Connections per listener: connecting = queued, not yet accepted (Q); connected = accepted and still open (A), as of the latest poll.";
+            "Connections per listener: connecting = queued, not yet accepted (Q), as of the latest poll; connected = accepted and still open (A), as of the latest census.";
         LISTEN_SOCKETS = "sockscope_listen_sockets", G, ["proto", "listener"],
             "Listening sockets behind each listener label (more than 1 for an SO_REUSEPORT group, summed), as of the latest poll.";
         SOMAXCONN = "sockscope_somaxconn", G, [],
@@ -60,17 +60,17 @@ pub mod specs {
         LISTEN_DROPS = "sockscope_tcp_listen_drops_total", C, [],
             "TcpExt ListenDrops from /proc/net/netstat: connections dropped at a listener for any reason.";
         EPHEMERAL_USED = "sockscope_ephemeral_ports_used", G, ["source", "destination", "state"],
-            "Outbound TCP sockets (local port in ip_local_port_range, not a listening port) per source IP and destination pool, as of the latest poll.";
+            "Outbound TCP sockets (local port in ip_local_port_range, not a listening port) per source IP and destination pool, as of the latest census.";
         EPHEMERAL_REUSABLE = "sockscope_ephemeral_ports_time_wait_reusable", G, ["source", "destination"],
-            "TIME_WAIT sockets of the pool that connect() may take over now (tcp_tw_reuse model), as of the latest poll.";
+            "TIME_WAIT sockets of the pool that connect() may take over now (tcp_tw_reuse model), as of the latest census.";
         EPHEMERAL_LIMIT = "sockscope_ephemeral_ports_limit", G, [],
             "Ports connect() can pick: ip_local_port_range size (even, as __inet_hash_connect walks it) minus ip_local_reserved_ports.";
         EPHEMERAL_AVAILABLE = "sockscope_ephemeral_ports_available", G, ["source", "destination"],
-            "Ports connect() can still take toward the destination, after listening ports, live sockets and non-reusable TIME_WAIT; for destination=\"other\" the least among the pools it aggregates. As of the latest poll.";
+            "Ports connect() can still take toward the destination, after listening ports, live sockets and non-reusable TIME_WAIT; for destination=\"other\" the least among the pools it aggregates. As of the latest census.";
         EPHEMERAL_RATIO = "sockscope_ephemeral_ports_usage_ratio_max", G, [],
-            "Worst pool's (limit - available) / limit; 0 without outbound sockets. As of the latest poll.";
+            "Worst pool's (limit - available) / limit; 0 without outbound sockets. As of the latest census.";
         EPHEMERAL_POOLS = "sockscope_ephemeral_ports_pools", G, [],
-            "Distinct (source IP, destination) pools before the --ephemeral.top-destinations cap, as of the latest poll.";
+            "Distinct (source IP, destination) pools before the --ephemeral.top-destinations cap, as of the latest census.";
         PORT_RANGE_FIRST = "sockscope_sysctl_ip_local_port_range_first", G, [],
             "net.ipv4.ip_local_port_range: first port.";
         PORT_RANGE_LAST = "sockscope_sysctl_ip_local_port_range_last", G, [],
@@ -97,6 +97,10 @@ pub mod specs {
             "Lines or messages skipped as malformed, per source.";
         LAST_POLL = "sockscope_last_poll_timestamp_seconds", G, [],
             "Unix time at which the latest sample was taken.";
+        CENSUS_TIMESTAMP = "sockscope_census_timestamp_seconds", G, [],
+            "Unix time of the latest census of every socket (socket states, ephemeral ports, accepted connections); listener queues, sysctls and counters are read on every poll.";
+        CENSUS_INTERVAL = "sockscope_census_interval_seconds", G, [],
+            "Time from the latest census to the next: its duration / --census.cpu-budget-ratio, at most --census.max-interval (the census runs on the first poll after).";
         NGINX_UP = "sockscope_nginx_up", G, ["target"],
             "1 when the last scrape of the nginx stub_status target succeeded, 0 when it failed.";
         NGINX_ACTIVE = "sockscope_nginx_connections_active", G, ["target"],
@@ -311,6 +315,12 @@ pub fn families(sample: &Sample) -> Vec<MetricFamily> {
         f.finish(&mut out);
     }
     Fam::one(&LAST_POLL, Some(sample.timestamp), &mut out);
+    Fam::one(&CENSUS_TIMESTAMP, Some(sample.census.timestamp), &mut out);
+    Fam::one(
+        &CENSUS_INTERVAL,
+        Some(sample.census.interval_seconds),
+        &mut out,
+    );
     out
 }
 

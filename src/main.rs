@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use clap::{Args, Parser, Subcommand};
 use sockscope::collector::nginx::{Scraper, Target, scrape_all};
-use sockscope::collector::{Config, Poller, SourceMode};
+use sockscope::collector::{CensusPolicy, Config, Poller, SourceMode};
 use sockscope::exporter::{SampleCollector, server};
 use sockscope::proxy::reverse::ProxyConfig;
 use sockscope::proxy::upstream::Behavior;
@@ -133,9 +133,19 @@ struct PollArgs {
 struct AgentArgs {
     #[command(flatten)]
     poll: PollArgs,
-    /// Time between polls (e.g. 1s, 500ms).
+    /// Time between polls (e.g. 1s, 500ms). Every poll samples the
+    /// listeners' accept queues; the census of every socket runs as
+    /// --census.* allow.
     #[arg(long = "poll.interval", default_value = "1s", value_parser = parse_interval)]
     interval: Duration,
+    /// Share of one CPU the census of every socket (states, ephemeral
+    /// ports) may take on average: after a census that took D, the next
+    /// waits D / RATIO (at least one poll). 1 = a census every poll.
+    #[arg(long = "census.cpu-budget-ratio", default_value_t = 0.01, value_parser = parse_ratio)]
+    census_budget: f64,
+    /// The longest time between two censuses, whatever they cost.
+    #[arg(long = "census.max-interval", default_value = "15s", value_parser = parse_interval)]
+    census_max_interval: Duration,
     /// Address to serve on: ":9977" (all interfaces), "127.0.0.1:9977", "[::1]:9977".
     #[arg(long = "web.listen-address", default_value = ":9977")]
     listen: String,
@@ -171,6 +181,13 @@ fn parse_interval(s: &str) -> Result<Duration, String> {
     Ok(d)
 }
 
+fn parse_ratio(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(r) if r > 0.0 && r <= 1.0 => Ok(r),
+        _ => Err("must be a number in (0, 1]".into()),
+    }
+}
+
 fn parse_target(s: &str) -> Result<Target, String> {
     s.parse()
 }
@@ -204,6 +221,7 @@ impl PollArgs {
             source: self.source,
             top_destinations: self.top_destinations,
             max_listeners: self.max_listeners,
+            census: CensusPolicy::EVERY_POLL,
         })
     }
 }
@@ -257,7 +275,13 @@ async fn bind(s: &str) -> Result<tokio::net::TcpListener, String> {
 }
 
 fn run_agent(args: AgentArgs) -> Result<(), String> {
-    let cfg = args.poll.config()?;
+    let cfg = Config {
+        census: CensusPolicy {
+            cpu_budget_ratio: args.census_budget,
+            max_interval: args.census_max_interval,
+        },
+        ..args.poll.config()?
+    };
     let rt = runtime(2)?;
     rt.block_on(async move {
         let listener = bind(&args.listen).await?;

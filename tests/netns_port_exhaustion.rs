@@ -285,7 +285,7 @@ fn tw_reuse_2() {
     // The agent right after: young TIME_WAIT are not reusable, old ones are.
     let (g, m) = measure(&mut scraper, PoolTruth::read);
     assert_eq!(g.count("TIME-WAIT"), RANGE_SIZE);
-    let ts = m.value("sockscope_last_poll_timestamp_seconds", &[]);
+    let ts = m.value("sockscope_census_timestamp_seconds", &[]);
     let reusable = m.value(
         "sockscope_ephemeral_ports_time_wait_reusable",
         &pool_labels(),
@@ -294,7 +294,7 @@ fn tw_reuse_2() {
     let young = created.values().filter(|&&t| t > ts - 1.0 + 0.05).count() as f64;
     let old = created.values().filter(|&&t| t < ts - 1.0 - 0.1).count() as f64;
     println!(
-        "poll {:.0} ms after the last TIME_WAIT: reusable {reusable}, available {avail} (young {young}, old {old})",
+        "census {:.0} ms after the last TIME_WAIT: reusable {reusable}, available {avail} (young {young}, old {old})",
         (ts - last) * 1000.0
     );
     assert!(
@@ -326,9 +326,9 @@ fn tw_reuse_2() {
                     == Some(RANGE_SIZE as f64)
         },
     );
-    let ts = m.value("sockscope_last_poll_timestamp_seconds", &[]);
+    let ts = m.value("sockscope_census_timestamp_seconds", &[]);
     println!(
-        "all reusable at a poll {:.0} ms after the last TIME_WAIT",
+        "all reusable at a census {:.0} ms after the last TIME_WAIT",
         (ts - last) * 1000.0
     );
     // 20 ms for the jiffy granularity of idiag_expires and the dump delay.

@@ -75,6 +75,10 @@ struct TcpEntry {
     limit: Option<u64>,
     established: u64,
     sockets: u64,
+    /// Accepted connections carried from the latest census by
+    /// [`TcpListeners::carry_connections`] (a listener-only dump has no
+    /// ESTABLISHED sockets to count).
+    connected: Option<u64>,
 }
 
 /// Listening ports as a bitmap (65,536 bits), for the O(1) "is this a
@@ -171,6 +175,16 @@ impl TcpListeners {
         self.entries.extend(other.entries);
     }
 
+    /// For listeners sampled by a listener-only dump: takes each one's
+    /// accepted-connection count (A) from `census`, the latest full dump,
+    /// since only a full dump lists the ESTABLISHED sockets A is counted
+    /// from. A listener the census did not see gets 0.
+    pub fn carry_connections(&mut self, census: &TcpListeners) {
+        for (addr, e) in &mut self.entries {
+            e.connected = Some(census.entries.get(addr).map_or(0, TcpEntry::accepted));
+        }
+    }
+
     fn rows(&self) -> impl Iterator<Item = Listener> + '_ {
         self.entries.iter().map(|(addr, e)| Listener {
             proto: Proto::Tcp,
@@ -178,9 +192,18 @@ impl TcpListeners {
             length: e.length,
             limit: e.limit,
             connecting: e.length,
-            connected: e.established.saturating_sub(e.length),
+            connected: e.accepted(),
             sockets: e.sockets,
         })
+    }
+}
+
+impl TcpEntry {
+    /// Accepted and still open: ESTABLISHED on the listener's address minus
+    /// those still queued, unless carried from a census.
+    fn accepted(&self) -> u64 {
+        self.connected
+            .unwrap_or(self.established.saturating_sub(self.length))
     }
 }
 
@@ -217,6 +240,17 @@ impl UnixListeners {
             UnixState::Connecting => e.connecting += 1,
             UnixState::Connected => e.connected += 1,
             _ => {}
+        }
+    }
+
+    /// For listeners sampled by a listener-only dump: takes the counts
+    /// only a full dump has (accepted connections; `SS_CONNECTING` embryos,
+    /// the queue length when `UNIX_DIAG_RQLEN` is missing) from `census`.
+    pub fn carry_connections(&mut self, census: &UnixListeners) {
+        for (name, e) in &mut self.names {
+            let c = census.names.get(name);
+            e.connected = c.map_or(0, |c| c.connected);
+            e.connecting = c.map_or(0, |c| c.connecting);
         }
     }
 

@@ -15,7 +15,9 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use crate::model::{Family, TcpSocket};
-use crate::source::sock_diag::{SockDiag, TCP_ALL_STATES, TCP_LISTEN_ONLY};
+use crate::source::sock_diag::{
+    SockDiag, TCP_ALL_STATES, TCP_LISTEN_ONLY, UNIX_ALL_STATES, UNIX_LISTEN_ONLY,
+};
 use crate::source::sysctl::{KernelCounters, Sysctls};
 use crate::source::{ProcRoot, ReadStats, SourceError, procfs};
 use ephemeral_ports::{EphemeralPorts, EphemeralReport, PortModel};
@@ -44,6 +46,75 @@ pub struct Config {
     pub top_destinations: usize,
     /// `--listen.max-listeners`.
     pub max_listeners: usize,
+    /// `--census.*`: how often every socket is read.
+    pub census: CensusPolicy,
+}
+
+/// When the census runs (`--census.cpu-budget-ratio`,
+/// `--census.max-interval`).
+///
+/// Every poll samples the listeners (accept queues: a listener-only
+/// inet_diag/unix_diag dump, cheap whatever the number of sockets). The
+/// census reads every TCP and UNIX socket (states, ephemeral-port pools,
+/// accepted connections per listener); its cost is linear in sockets and
+/// mostly the kernel's (see BENCHMARKS.md), so it runs every poll only
+/// while that is cheap: after a census that took `d`, the next waits
+/// `d / cpu_budget_ratio`, at most `max_interval`. A census that is not
+/// all netlink (a procfs fallback) is repeated every poll, since procfs
+/// cannot list listeners alone.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CensusPolicy {
+    /// Share of one CPU the census may take on average, in (0, 1]; 1 runs
+    /// it every poll whatever it costs.
+    pub cpu_budget_ratio: f64,
+    /// The longest time between two censuses.
+    pub max_interval: Duration,
+}
+
+impl CensusPolicy {
+    /// A census on every poll (the one-shot `snapshot`).
+    pub const EVERY_POLL: CensusPolicy = CensusPolicy {
+        cpu_budget_ratio: 1.0,
+        max_interval: Duration::ZERO,
+    };
+
+    /// Time from the start of a census that took `took` to the next one:
+    /// `took / cpu_budget_ratio`, at most `max_interval`.
+    pub fn interval(&self, took: Duration) -> Duration {
+        took.div_f64(self.cpu_budget_ratio.clamp(f64::MIN_POSITIVE, 1.0))
+            .min(self.max_interval)
+    }
+}
+
+/// When the census figures of a [`Sample`] (TCP and UNIX states,
+/// ephemeral ports, accepted connections) were taken.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct CensusInfo {
+    /// Seconds since the Unix epoch when the census's poll started.
+    pub timestamp: f64,
+    /// Wall time of the census: every socket dump and its classification.
+    pub duration_seconds: f64,
+    /// Time from this census to the next ([`CensusPolicy::interval`]).
+    pub interval_seconds: f64,
+    /// True when this poll ran the census; false when it sampled the
+    /// listeners only and carried the rest from the latest census.
+    pub fresh: bool,
+}
+
+/// The latest census, carried between polls.
+struct Census {
+    started: Instant,
+    /// Every socket source was netlink (so a listener-only tick works).
+    netlink: bool,
+    interval: Duration,
+    info: CensusInfo,
+    tcp: TcpStates,
+    unix: UnixStates,
+    tcp_listeners: TcpListeners,
+    unix_listeners: UnixListeners,
+    ephemeral: Option<EphemeralReport>,
+    /// The socket-table sources of the census.
+    sources: Vec<SourceStatus>,
 }
 
 /// Health of one source in the last poll.
@@ -74,6 +145,10 @@ pub struct ListenerSample {
 pub struct Sample {
     /// Seconds since the Unix epoch when the poll started.
     pub timestamp: f64,
+    /// When `tcp`, `unix`, `ephemeral` and the listeners' `connected`
+    /// were counted; the listener queues, sysctls and counters are this
+    /// poll's.
+    pub census: CensusInfo,
     pub tcp: TcpStates,
     pub unix: UnixStates,
     pub listeners: Vec<ListenerSample>,
@@ -117,6 +192,7 @@ pub struct Poller {
     last_up: HashMap<&'static str, bool>,
     full_seconds: HashMap<(Proto, String), f64>,
     last_poll: Option<Instant>,
+    census: Option<Census>,
 }
 
 struct Run<'a> {
@@ -124,7 +200,59 @@ struct Run<'a> {
     sources: Vec<SourceStatus>,
 }
 
-impl Run<'_> {
+impl<'a> Run<'a> {
+    fn new(poller: &'a mut Poller) -> Self {
+        Run {
+            poller,
+            sources: Vec::new(),
+        }
+    }
+
+    /// `/proc/net/netstat` and `/proc/net/sockstat`, as two sources.
+    fn counters(&mut self) -> KernelCounters {
+        let netstat = self.source("proc_net_netstat", |p| {
+            let s = p.cfg.procfs.read_to_string("net/netstat")?;
+            let c = KernelCounters::parse(&s, "");
+            let missing = [c.listen_overflows, c.listen_drops]
+                .iter()
+                .filter(|v| v.is_none())
+                .count();
+            Ok((
+                c,
+                ReadStats {
+                    records: 2,
+                    parse_errors: missing as u64,
+                },
+            ))
+        });
+        let sockstat = self.source("proc_net_sockstat", |p| {
+            let s = p.cfg.procfs.read_to_string("net/sockstat")?;
+            let c = KernelCounters::parse("", &s);
+            let missing = [
+                c.sockstat_tcp_tw,
+                c.sockstat_tcp_inuse,
+                c.sockstat_tcp_orphan,
+            ]
+            .iter()
+            .filter(|v| v.is_none())
+            .count();
+            Ok((
+                c,
+                ReadStats {
+                    records: 3,
+                    parse_errors: missing as u64,
+                },
+            ))
+        });
+        KernelCounters {
+            listen_overflows: netstat.as_ref().and_then(|c| c.listen_overflows),
+            listen_drops: netstat.as_ref().and_then(|c| c.listen_drops),
+            sockstat_tcp_tw: sockstat.as_ref().and_then(|c| c.sockstat_tcp_tw),
+            sockstat_tcp_inuse: sockstat.as_ref().and_then(|c| c.sockstat_tcp_inuse),
+            sockstat_tcp_orphan: sockstat.as_ref().and_then(|c| c.sockstat_tcp_orphan),
+        }
+    }
+
     /// Times `f`, records the source's health and logs one warning when it
     /// goes down (not on every poll).
     fn source<T>(
@@ -193,6 +321,7 @@ impl Poller {
             last_up: HashMap::new(),
             full_seconds: HashMap::new(),
             last_poll: None,
+            census: None,
         }
     }
 
@@ -207,23 +336,139 @@ impl Poller {
         Ok(self.netlink.as_mut().expect("just opened"))
     }
 
-    /// Reads every source once and classifies what it found.
+    /// Reads the sources once: listener queues, sysctls and counters
+    /// always; every socket (the census) when [`CensusPolicy`] says it is
+    /// due, or when the listener-only dump fails. Otherwise the census
+    /// figures are those of the latest census, which the sample says in
+    /// [`Sample::census`].
     pub fn poll(&mut self) -> Sample {
         let started = Instant::now();
         let timestamp = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap_or_default()
             .as_secs_f64();
-        let mode = self.cfg.source;
-        let mut run = Run {
-            poller: self,
-            sources: Vec::new(),
-        };
+        let due = self.census_due(started);
 
+        let mut run = Run::new(self);
         let sysctls = run.source("sysctl", |p| {
             Sysctls::read(&p.cfg.procfs).map(|s| (s, ReadStats::default()))
         });
-        let model = sysctls.as_ref().map(PortModel::new);
+        let mut sources = run.sources;
+
+        let (tick, tick_sources) = if due {
+            (None, Vec::new())
+        } else {
+            self.listeners_only()
+        };
+        let fresh = tick.is_none();
+        if fresh {
+            self.census = Some(self.census(sysctls.as_ref(), started, timestamp));
+        }
+        let census = self.census.take().expect("a census just ran or is carried");
+        // sysctl, the census's sources (as of the census), this tick's.
+        sources.extend(census.sources.iter().cloned());
+        sources.extend(tick_sources);
+
+        let mut run = Run::new(self);
+        let counters = run.counters();
+        sources.extend(run.sources);
+
+        let somaxconn = sysctls.as_ref().map_or(4096, |s| s.somaxconn);
+        let max = self.cfg.max_listeners;
+        let table = match tick {
+            Some((mut tcp, mut unix)) => {
+                tcp.carry_connections(&census.tcp_listeners);
+                unix.carry_connections(&census.unix_listeners);
+                listen_queue::table(&tcp, &unix, somaxconn, max)
+            }
+            None => listen_queue::table(
+                &census.tcp_listeners,
+                &census.unix_listeners,
+                somaxconn,
+                max,
+            ),
+        };
+        let listeners = self.accumulate_full(table, started);
+        let sample = Sample {
+            timestamp,
+            census: CensusInfo {
+                fresh,
+                ..census.info.clone()
+            },
+            tcp: census.tcp.clone(),
+            unix: census.unix.clone(),
+            listeners,
+            ephemeral: census.ephemeral.clone(),
+            sysctls,
+            counters,
+            sources,
+        };
+        self.census = Some(census);
+        sample
+    }
+
+    /// True when the next poll must run the census: none yet, the latest
+    /// one did not come whole from netlink (procfs cannot dump listeners
+    /// alone), or its [`CensusPolicy::interval`] has passed (a tenth of a
+    /// poll early counts, so tick jitter does not push it a whole poll).
+    fn census_due(&self, now: Instant) -> bool {
+        let Some(c) = &self.census else { return true };
+        if !c.netlink {
+            return true;
+        }
+        let gap = self
+            .last_poll
+            .map_or(Duration::ZERO, |t| now.saturating_duration_since(t));
+        now.saturating_duration_since(c.started) + gap / 10 >= c.interval
+    }
+
+    /// Dumps the TCP (both families) and UNIX listeners only. `None` when
+    /// a dump failed: the caller then runs the census, which falls back to
+    /// procfs. The sources are reported either way.
+    fn listeners_only(&mut self) -> (Option<(TcpListeners, UnixListeners)>, Vec<SourceStatus>) {
+        let mut run = Run::new(self);
+        let mut tcp = TcpListeners::default();
+        for family in Family::ALL {
+            let name = match family {
+                Family::Ipv4 => "inet_diag_ipv4_listen",
+                Family::Ipv6 => "inet_diag_ipv6_listen",
+            };
+            let l = run.source(name, |p| {
+                let mut l = TcpListeners::default();
+                let stats = p
+                    .netlink()?
+                    .dump_tcp(family, TCP_LISTEN_ONLY, &mut |s| l.observe(&s))?;
+                Ok((l, stats))
+            });
+            match l {
+                Some(l) => tcp.merge(l),
+                None => {
+                    run.poller.netlink = None;
+                    return (None, run.sources);
+                }
+            }
+        }
+        let unix = run.source("unix_diag_listen", |p| {
+            let mut l = UnixListeners::default();
+            let stats = p
+                .netlink()?
+                .dump_unix(UNIX_LISTEN_ONLY, &mut |s| l.observe(&s))?;
+            Ok((l, stats))
+        });
+        if unix.is_none() {
+            run.poller.netlink = None;
+        }
+        (unix.map(|u| (tcp, u)), run.sources)
+    }
+
+    /// Reads every socket: TCP per family (netlink, else procfs), UNIX
+    /// (likewise), and classifies them.
+    fn census(&mut self, sysctls: Option<&Sysctls>, started: Instant, timestamp: f64) -> Census {
+        let t0 = Instant::now();
+        let mode = self.cfg.source;
+        let model = sysctls.map(PortModel::new);
+        let mut run = Run::new(self);
+        let mut netlink = true;
 
         let mut tcp = TcpCensus::default();
         for family in Family::ALL {
@@ -249,6 +494,7 @@ impl Poller {
                 }
             }
             if census.is_none() && mode != SourceMode::Netlink {
+                netlink = false;
                 let (name, rel) = procfs_tcp(family);
                 census = run.source(name, |p| {
                     let reader = p.cfg.procfs.open(rel)?;
@@ -262,8 +508,9 @@ impl Poller {
                     Ok((c, stats))
                 });
             }
-            if let Some(c) = census {
-                tcp.merge(c);
+            match census {
+                Some(c) => tcp.merge(c),
+                None => netlink = false,
             }
         }
 
@@ -273,12 +520,15 @@ impl Poller {
                 let nl = p.netlink()?;
                 let mut states = UnixStates::default();
                 let mut listeners = UnixListeners::default();
-                let stats = nl.dump_unix(&mut |s| {
+                let stats = nl.dump_unix(UNIX_ALL_STATES, &mut |s| {
                     states.observe(&s);
                     listeners.observe(&s);
                 })?;
                 Ok(((states, listeners), stats))
             });
+        }
+        if unix.is_none() {
+            netlink = false;
         }
         if unix.is_none() && mode != SourceMode::Netlink {
             unix = run.source("proc_net_unix", |p| {
@@ -297,58 +547,8 @@ impl Poller {
             });
         }
         let (unix_states, unix_listeners) = unix.unwrap_or_default();
+        let sources = run.sources;
 
-        let netstat = run.source("proc_net_netstat", |p| {
-            let s = p.cfg.procfs.read_to_string("net/netstat")?;
-            let c = KernelCounters::parse(&s, "");
-            let missing = [c.listen_overflows, c.listen_drops]
-                .iter()
-                .filter(|v| v.is_none())
-                .count();
-            Ok((
-                c,
-                ReadStats {
-                    records: 2,
-                    parse_errors: missing as u64,
-                },
-            ))
-        });
-        let sockstat = run.source("proc_net_sockstat", |p| {
-            let s = p.cfg.procfs.read_to_string("net/sockstat")?;
-            let c = KernelCounters::parse("", &s);
-            let missing = [
-                c.sockstat_tcp_tw,
-                c.sockstat_tcp_inuse,
-                c.sockstat_tcp_orphan,
-            ]
-            .iter()
-            .filter(|v| v.is_none())
-            .count();
-            Ok((
-                c,
-                ReadStats {
-                    records: 3,
-                    parse_errors: missing as u64,
-                },
-            ))
-        });
-        let counters = KernelCounters {
-            listen_overflows: netstat.as_ref().and_then(|c| c.listen_overflows),
-            listen_drops: netstat.as_ref().and_then(|c| c.listen_drops),
-            sockstat_tcp_tw: sockstat.as_ref().and_then(|c| c.sockstat_tcp_tw),
-            sockstat_tcp_inuse: sockstat.as_ref().and_then(|c| c.sockstat_tcp_inuse),
-            sockstat_tcp_orphan: sockstat.as_ref().and_then(|c| c.sockstat_tcp_orphan),
-        };
-
-        let sources = std::mem::take(&mut run.sources);
-        let somaxconn = sysctls.as_ref().map_or(4096, |s| s.somaxconn);
-        let table = listen_queue::table(
-            &tcp.listeners,
-            &unix_listeners,
-            somaxconn,
-            self.cfg.max_listeners,
-        );
-        let listeners = self.accumulate_full(table, started);
         let ephemeral = model.as_ref().map(|m| {
             ephemeral_ports::report(
                 m,
@@ -357,14 +557,23 @@ impl Poller {
                 self.cfg.top_destinations,
             )
         });
-        Sample {
-            timestamp,
+        let took = t0.elapsed();
+        let interval = self.cfg.census.interval(took);
+        Census {
+            started,
+            netlink,
+            interval,
+            info: CensusInfo {
+                timestamp,
+                duration_seconds: took.as_secs_f64(),
+                interval_seconds: interval.as_secs_f64(),
+                fresh: true,
+            },
             tcp: tcp.states,
             unix: unix_states,
-            listeners,
+            tcp_listeners: tcp.listeners,
+            unix_listeners,
             ephemeral,
-            sysctls,
-            counters,
             sources,
         }
     }
@@ -396,5 +605,126 @@ impl Poller {
             .collect();
         self.full_seconds = next;
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn poller(census: CensusPolicy) -> Poller {
+        Poller::new(Config {
+            procfs: ProcRoot::new("/proc"),
+            source: SourceMode::Auto,
+            top_destinations: 20,
+            max_listeners: 100_000,
+            census,
+        })
+    }
+
+    #[test]
+    fn census_interval_is_cost_over_budget_capped() {
+        let p = CensusPolicy {
+            cpu_budget_ratio: 0.01,
+            max_interval: Duration::from_secs(15),
+        };
+        assert_eq!(
+            p.interval(Duration::from_millis(25)),
+            Duration::from_millis(2500)
+        );
+        assert_eq!(
+            p.interval(Duration::from_millis(400)),
+            Duration::from_secs(15)
+        );
+        assert_eq!(
+            CensusPolicy::EVERY_POLL.interval(Duration::from_secs(3)),
+            Duration::ZERO
+        );
+        let every = CensusPolicy {
+            cpu_budget_ratio: 1.0,
+            max_interval: Duration::from_secs(15),
+        };
+        assert_eq!(
+            every.interval(Duration::from_millis(7)),
+            Duration::from_millis(7)
+        );
+    }
+
+    fn listener_row(s: &Sample, port: u16) -> Option<&Listener> {
+        let name = format!("127.0.0.1:{port}");
+        s.listeners
+            .iter()
+            .map(|l| &l.listener)
+            .find(|l| l.proto == Proto::Tcp && l.listener == name)
+    }
+
+    /// Between censuses a poll dumps the listeners only: a listener and a
+    /// queued connection made after the census show at once, while the
+    /// census figures are carried unchanged.
+    #[test]
+    fn listener_tick_between_censuses() {
+        let mut p = poller(CensusPolicy {
+            cpu_budget_ratio: 1e-9,
+            max_interval: Duration::from_secs(3600),
+        });
+        let first = p.poll();
+        assert!(first.census.fresh, "the first poll takes a census");
+        assert!(
+            first
+                .sources
+                .iter()
+                .any(|s| s.source == "inet_diag_ipv4" && s.up)
+        );
+
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let _queued = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+
+        let second = p.poll();
+        assert!(!second.census.fresh, "no census within the interval");
+        assert_eq!(second.census.timestamp, first.census.timestamp);
+        assert_eq!(second.tcp, first.tcp, "census figures are carried");
+        assert_eq!(second.ephemeral, first.ephemeral);
+        for s in [
+            "inet_diag_ipv4_listen",
+            "inet_diag_ipv6_listen",
+            "unix_diag_listen",
+        ] {
+            assert!(
+                second.sources.iter().any(|x| x.source == s && x.up),
+                "{s} up in {:?}",
+                second.sources
+            );
+        }
+        let row = listener_row(&second, port).expect("the new listener is sampled");
+        assert_eq!(row.length, 1, "its queued connection");
+        assert_eq!(row.connected, 0, "the census never saw it: nothing carried");
+
+        // A census on every poll sees everything fresh.
+        let mut every = poller(CensusPolicy::EVERY_POLL);
+        every.poll();
+        let again = every.poll();
+        assert!(again.census.fresh);
+        assert!(!again.sources.iter().any(|s| s.source.ends_with("_listen")));
+        assert_eq!(listener_row(&again, port).map(|r| r.length), Some(1));
+    }
+
+    /// procfs cannot dump listeners alone: every poll is a census.
+    #[test]
+    fn procfs_census_every_poll() {
+        let mut p = poller(CensusPolicy {
+            cpu_budget_ratio: 1e-9,
+            max_interval: Duration::from_secs(3600),
+        });
+        p.cfg.source = SourceMode::Procfs;
+        p.poll();
+        let second = p.poll();
+        assert!(second.census.fresh);
+        assert!(
+            second
+                .sources
+                .iter()
+                .any(|s| s.source == "proc_net_tcp" && s.up)
+        );
     }
 }

@@ -40,6 +40,12 @@ const RECV_BUF: usize = 64 * 1024;
 pub const TCP_ALL_STATES: u32 = 0x1ffe;
 /// inet_diag state mask of `TCP_LISTEN` only.
 pub const TCP_LISTEN_ONLY: u32 = 1 << 10;
+/// unix_diag state mask of every socket (`udiag_states`, matched against
+/// `1 << sk_state` in `sk_diag_dump()`).
+pub const UNIX_ALL_STATES: u32 = u32::MAX;
+/// unix_diag state mask of listeners only (a listening UNIX socket's
+/// `sk_state` is `TCP_LISTEN`).
+pub const UNIX_LISTEN_ONLY: u32 = 1 << 10;
 
 /// Layout of `struct inet_diag_msg` (include/uapi/linux/inet_diag.h),
 /// read in place: the crate's `InetResponseHeader::parse` builds a whole
@@ -330,8 +336,10 @@ impl SockDiag {
         })
     }
 
-    /// Dumps every UNIX socket with its name and receive-queue lengths
-    /// (for a listener: queued connections and backlog).
+    /// Dumps the UNIX sockets whose state bit is set in `states` (see
+    /// [`UNIX_ALL_STATES`], [`UNIX_LISTEN_ONLY`]) with their names and
+    /// receive-queue lengths (for a listener: queued connections and
+    /// backlog).
     ///
     /// Only `UDIAG_SHOW_NAME | UDIAG_SHOW_RQLEN`: the peer's inode
     /// (`UDIAG_SHOW_PEER`, which takes the peer's lock for every socket in
@@ -341,10 +349,11 @@ impl SockDiag {
     /// slower (10k UNIX sockets, kernel 6.18).
     pub fn dump_unix(
         &mut self,
+        states: u32,
         visit: &mut dyn FnMut(UnixSocket),
     ) -> Result<ReadStats, SourceError> {
         let req = SockDiagMessage::UnixRequest(UnixRequest {
-            state_flags: UnixStateFlags::from_bits_retain(u32::MAX),
+            state_flags: UnixStateFlags::from_bits_retain(states),
             inode: 0,
             show_flags: ShowFlags::NAME | ShowFlags::RQLEN,
             cookie: [0xff; 8],

@@ -412,18 +412,20 @@ impl Scraper {
         Metrics::parse(&text).unwrap_or_else(|e| panic!("unparsable exposition: {e}\n{text}"))
     }
 
-    /// Re-scrapes (bounded: 5 s) until the agent's
-    /// `sockscope_last_poll_timestamp_seconds` is newer than `t`.
+    /// Re-scrapes (bounded: 5 s) until every figure of the sample was
+    /// taken after `t`: the agent's `sockscope_census_timestamp_seconds`
+    /// (socket counts, ephemeral ports; listener queues are read on every
+    /// poll, so they are at least as new) is newer than `t`.
     pub fn scrape_after(&mut self, t: f64) -> Metrics {
         let start = Instant::now();
         loop {
             let m = self.scrape();
-            let last = m.value("sockscope_last_poll_timestamp_seconds", &[]);
+            let last = m.value("sockscope_census_timestamp_seconds", &[]);
             if last > t {
                 return m;
             }
             if start.elapsed() > Duration::from_secs(5) {
-                panic!("no agent poll newer than {t} within 5 s (latest {last})");
+                panic!("no agent census newer than {t} within 5 s (latest {last})");
             }
             std::thread::sleep(Duration::from_millis(10));
         }

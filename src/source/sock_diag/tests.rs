@@ -208,6 +208,53 @@ fn live_dump_succeeds() {
     })
     .unwrap();
     assert!(found, "our listener on port {port} is in the dump");
-    let stats = sd.dump_unix(&mut |_| {}).unwrap();
+    let stats = sd.dump_unix(UNIX_ALL_STATES, &mut |_| {}).unwrap();
     assert_eq!(stats.parse_errors, 0);
+}
+
+/// The listener-only unix_diag dump (the agent's between-census ticks)
+/// lists our listener with its queue and no connected socket; the full
+/// dump lists both.
+#[test]
+fn live_unix_listen_only_dump() {
+    let dir = std::env::temp_dir().join(format!("sockscope-sd-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("l.sock");
+    let _ = std::fs::remove_file(&path);
+    let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+    let _queued = std::os::unix::net::UnixStream::connect(&path).unwrap();
+    let _pair = std::os::unix::net::UnixStream::pair().unwrap();
+    let name = UnixName::Path(path.to_string_lossy().into_owned());
+
+    let mut sd = SockDiag::open().expect("open NETLINK_SOCK_DIAG");
+    let (mut ours, mut states) = (None, std::collections::BTreeSet::new());
+    sd.dump_unix(UNIX_LISTEN_ONLY, &mut |s| {
+        states.insert(format!("{:?}", s.state));
+        if s.name.as_ref() == Some(&name) {
+            ours = Some(s.listen_queue);
+        }
+    })
+    .unwrap();
+    let queue = ours.expect("our listener is in the listener-only dump");
+    assert!(
+        matches!(queue, Some((1, backlog)) if backlog >= 1),
+        "UNIX_DIAG_RQLEN of our listener: 1 queued, a backlog: {queue:?}"
+    );
+    assert_eq!(
+        states.into_iter().collect::<Vec<_>>(),
+        ["Listen"],
+        "a listener-only dump lists listeners only"
+    );
+
+    let mut connected = 0;
+    sd.dump_unix(UNIX_ALL_STATES, &mut |s| {
+        connected += usize::from(s.state == UnixState::Connected);
+    })
+    .unwrap();
+    assert!(
+        connected >= 2,
+        "the full dump lists our socketpair ({connected} connected)"
+    );
+    drop(listener);
+    let _ = std::fs::remove_dir_all(&dir);
 }
