@@ -780,29 +780,32 @@ pub struct SsTcpRow {
     pub peer: String,
 }
 
-/// Runs `ss` with `args` and parses its TCP rows (header skipped).
-pub fn ss_tcp(args: &[&str]) -> Vec<SsTcpRow> {
+/// Runs `ss` with `args`, asserts its header starts with `first_column`,
+/// and parses each non-empty line after it with `row`.
+fn ss_rows<T>(args: &[&str], first_column: &str, row: impl Fn(&str) -> T) -> Vec<T> {
     let out = run_ok("ss", args);
     let mut lines = out.lines();
     let header = lines.next().unwrap_or_default();
     assert!(
-        header.starts_with("State"),
-        "ss {args:?}: no State column: {header:?}"
+        header.starts_with(first_column),
+        "ss {args:?}: no {first_column} column first: {header:?}"
     );
-    lines
-        .filter(|l| !l.trim().is_empty())
-        .map(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            assert!(f.len() >= 5, "ss {args:?}: short line {l:?}");
-            SsTcpRow {
-                state: f[0].to_owned(),
-                recv_q: f[1].parse().unwrap(),
-                send_q: f[2].parse().unwrap(),
-                local: f[3].to_owned(),
-                peer: f[4].to_owned(),
-            }
-        })
-        .collect()
+    lines.filter(|l| !l.trim().is_empty()).map(row).collect()
+}
+
+/// Runs `ss` with `args` and parses its TCP rows (header skipped).
+pub fn ss_tcp(args: &[&str]) -> Vec<SsTcpRow> {
+    ss_rows(args, "State", |l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        assert!(f.len() >= 5, "ss {args:?}: short line {l:?}");
+        SsTcpRow {
+            state: f[0].to_owned(),
+            recv_q: f[1].parse().unwrap(),
+            send_q: f[2].parse().unwrap(),
+            local: f[3].to_owned(),
+            peer: f[4].to_owned(),
+        }
+    })
 }
 
 /// The agent's `state` label(s) for an `ss` TCP state name. SYN-RECV maps
@@ -891,31 +894,21 @@ pub struct SsUnixRow {
 }
 
 pub fn ss_unix(args: &[&str]) -> Vec<SsUnixRow> {
-    let out = run_ok("ss", args);
-    let mut lines = out.lines();
-    let header = lines.next().unwrap_or_default();
-    assert!(
-        header.starts_with("Netid"),
-        "ss {args:?}: unexpected header {header:?}"
-    );
-    lines
-        .filter(|l| !l.trim().is_empty())
-        .map(|l| {
-            let mut it = l.split_whitespace();
-            let mut col = || {
-                it.next()
-                    .unwrap_or_else(|| panic!("ss {args:?}: short line {l:?}"))
-            };
-            let (netid, state, rq, sq) = (col(), col(), col(), col());
-            SsUnixRow {
-                netid: netid.to_owned(),
-                state: state.to_owned(),
-                recv_q: rq.parse().unwrap(),
-                send_q: sq.parse().unwrap(),
-                rest: it.collect::<Vec<_>>().join(" "),
-            }
-        })
-        .collect()
+    ss_rows(args, "Netid", |l| {
+        let mut it = l.split_whitespace();
+        let mut col = || {
+            it.next()
+                .unwrap_or_else(|| panic!("ss {args:?}: short line {l:?}"))
+        };
+        let (netid, state, rq, sq) = (col(), col(), col(), col());
+        SsUnixRow {
+            netid: netid.to_owned(),
+            state: state.to_owned(),
+            recv_q: rq.parse().unwrap(),
+            send_q: sq.parse().unwrap(),
+            rest: it.collect::<Vec<_>>().join(" "),
+        }
+    })
 }
 
 /// The `ss -xl` row of the listener bound to `path`: (Recv-Q, Send-Q).
