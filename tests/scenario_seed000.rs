@@ -190,26 +190,19 @@ fn assert_connect_failure_logged(what: &str, log: &str) {
     );
 }
 
-/// The namespace of every test: a 1000-port range and no TIME_WAIT reuse.
+/// The namespace of every test: a 1000-port range and no TIME_WAIT reuse
+/// ([`setup_port_range_netns`]). `tcp_tw_reuse` 0: connect() never takes
+/// over a TIME_WAIT port, so a port used toward 7100 comes back only when
+/// its TIME_WAIT expires, 60 s later, after the test. With the namespace
+/// default 2 (reuse for loopback) a TIME_WAIT older than
+/// tcp_tw_reuse_delay (1 s) would be taken over and an exhausted pool
+/// would still pass about one connect per port per second: whether and
+/// when a 502 came would depend on the machine's speed. As in
+/// netns_port_exhaustion, `tcp_rfc1337` 1: a stale ACK reaching a
+/// TIME_WAIT must not get it killed by a RST, or ports come back.
 fn setup(cpu_index: usize) {
     let cpus = allowed_cpus();
-    setup_netns(&[
-        ("net/ipv4/ip_local_port_range", RANGE),
-        ("net/ipv4/ip_local_reserved_ports", ""),
-        // 0: connect() never takes over a TIME_WAIT port, so a port used
-        // toward 7100 comes back only when its TIME_WAIT expires, 60 s
-        // later, after the test. With the namespace default 2 (reuse for
-        // loopback) a TIME_WAIT older than tcp_tw_reuse_delay (1 s) would
-        // be taken over and an exhausted pool would still pass about one
-        // connect per port per second: whether and when a 502 came would
-        // depend on the machine's speed.
-        ("net/ipv4/tcp_tw_reuse", "0"),
-        ("net/ipv4/tcp_timestamps", "1"),
-        // As in netns_port_exhaustion: a stale ACK reaching a TIME_WAIT
-        // must not get it killed by a RST (RFC 1337), or ports come back.
-        ("net/ipv4/tcp_rfc1337", "1"),
-    ]);
-    assert_eq!(ephemeral_limit(), LIMIT);
+    assert_eq!(setup_port_range_netns(RANGE, "0"), LIMIT);
     // setup_netns pinned the test to the first CPU; tests of this file
     // running in parallel take turns over the CPUs instead.
     pin_to_nth_cpu(&cpus, cpu_index);

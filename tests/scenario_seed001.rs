@@ -466,29 +466,9 @@ fn measure_lab(lab: &mut Lab) -> (Truth, View) {
         f(g.front_estab - g.front_ss.0),
         "front A: {v:#?} vs {g:#?}"
     );
-    // sockscope_unix_sockets vs /proc/net/unix.
-    for t in ["stream", "dgram", "seqpacket"] {
-        for st in [
-            "unconnected",
-            "connecting",
-            "connected",
-            "disconnecting",
-            "listen",
-        ] {
-            let got = m.value("sockscope_unix_sockets", &[("sock_type", t), ("state", st)]);
-            let mut want = g.unix.get(&(t, st)).copied().unwrap_or(0);
-            if st == "disconnecting" {
-                // unix_diag (the agent's default source) skips sockets
-                // without an inode: SS_DISCONNECTING orphans are invisible.
-                want = 0;
-            }
-            assert_eq!(
-                got, want as f64,
-                "sockscope_unix_sockets{{sock_type={t},state={st}}}; /proc/net/unix: {:?}",
-                g.unix
-            );
-        }
-    }
+    // sockscope_unix_sockets vs /proc/net/unix; unix_diag (the agent's
+    // default source) does not see SS_DISCONNECTING orphans.
+    assert_unix_sockets(&m, &g.unix, &["stream", "dgram", "seqpacket"], true);
     (g, v)
 }
 
@@ -691,17 +671,11 @@ fn case_held(front: Front, behavior: &'static str) {
     for i in 0..CLIENTS {
         clients.launch(lab.addr, format!("/{behavior}/{i}"), CLIENT_LIMIT);
         let want = i as u64 + 1;
-        wait_for(
+        wait_unix_path_lines(
             &format!("{want} connections accepted by the upstream"),
-            Duration::from_secs(5),
-            || {
-                let n = unix_path_lines(&proc_net_unix(), &lab.up_path, 3);
-                if n == want {
-                    Ok(())
-                } else {
-                    Err(format!("{n}"))
-                }
-            },
+            &lab.up_path,
+            3,
+            want,
         );
     }
     let n = CLIENTS as f64;
@@ -875,17 +849,11 @@ fn active_vs_q_and_a() {
     for i in 0..HELD_A {
         held.push(hold_request(NGINX_ADDR, &format!("/a/{i}")));
         let want = i as u64 + 1;
-        wait_for(
+        wait_unix_path_lines(
             &format!("{want} requests waiting on the upstream"),
-            Duration::from_secs(5),
-            || {
-                let n = unix_path_lines(&proc_net_unix(), &lab.up_path, 2);
-                if n == want {
-                    Ok(())
-                } else {
-                    Err(format!("{n}"))
-                }
-            },
+            &lab.up_path,
+            2,
+            want,
         );
     }
     for i in 0..HELD_Q {
@@ -1025,17 +993,11 @@ fn nginx_cap() {
     for i in 0..CAP_HELD {
         held.push(hold_request(NGINX_ADDR, &format!("/held/{i}")));
         let want = i as u64 + 1;
-        wait_for(
+        wait_unix_path_lines(
             &format!("{want} requests waiting on the upstream"),
-            Duration::from_secs(5),
-            || {
-                let n = unix_path_lines(&proc_net_unix(), &lab.up_path, 2);
-                if n == want {
-                    Ok(())
-                } else {
-                    Err(format!("{n}"))
-                }
-            },
+            &lab.up_path,
+            2,
+            want,
         );
     }
     assert_active_is_a(&mut lab, CAP_HELD as f64 + 1.0);
@@ -1159,14 +1121,7 @@ fn proxy_cap() {
     let mut clients = Clients::new();
     let limit = Duration::from_secs(20);
     clients.launch(PROXY_ADDR, "/c/0".into(), limit);
-    wait_for(
-        "one request at the upstream",
-        Duration::from_secs(5),
-        || {
-            let n = unix_path_lines(&proc_net_unix(), &lab.up_path, 2);
-            if n == 1 { Ok(()) } else { Err(format!("{n}")) }
-        },
-    );
+    wait_unix_path_lines("one request at the upstream", &lab.up_path, 2, 1);
     for i in 1..clients_n {
         clients.launch(PROXY_ADDR, format!("/c/{i}"), limit);
     }

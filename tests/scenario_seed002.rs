@@ -138,17 +138,10 @@ fn seed002_nginx_many_loopback_ips_spread() {
 /// TIME_WAIT reuse (a port comes back only after 60 s, past the test; the
 /// namespace default 2 would reuse loopback TIME_WAIT older than 1 s and
 /// hide an exhaustion), and RFC 1337 (a stale ACK must not kill a
-/// TIME_WAIT through a RST: see netns_port_exhaustion).
+/// TIME_WAIT through a RST: see [`setup_port_range_netns`]).
 fn setup(cpu_index: usize) {
     let cpus = allowed_cpus();
-    setup_netns(&[
-        ("net/ipv4/ip_local_port_range", RANGE),
-        ("net/ipv4/ip_local_reserved_ports", ""),
-        ("net/ipv4/tcp_tw_reuse", "0"),
-        ("net/ipv4/tcp_timestamps", "1"),
-        ("net/ipv4/tcp_rfc1337", "1"),
-    ]);
-    assert_eq!(ephemeral_limit(), LIMIT);
+    assert_eq!(setup_port_range_netns(RANGE, "0"), LIMIT);
     // setup_netns pinned the test to the first CPU; tests of this file
     // running in parallel take turns over the CPUs instead.
     pin_to_nth_cpu(&cpus, cpu_index);
@@ -250,25 +243,6 @@ fn stream(m: &Metrics, state: &str) -> f64 {
     )
 }
 
-/// `/proc/net/unix` per (type, state) against the agent, every state of
-/// `stream` (the agent reports each, zero or not).
-fn assert_unix_matches(m: &Metrics, truth: &BTreeMap<(&'static str, &'static str), u64>) {
-    for st in [
-        "unconnected",
-        "connecting",
-        "connected",
-        "disconnecting",
-        "listen",
-    ] {
-        let want = truth.get(&("stream", st)).copied().unwrap_or(0) as f64;
-        assert_eq!(
-            stream(m, st),
-            want,
-            "sockscope_unix_sockets{{stream,{st}}} vs /proc/net/unix {truth:?}"
-        );
-    }
-}
-
 /// A proxy at [`PROXY`] toward the UNIX socket `sock`, closing each
 /// upstream connection: more than 1000 requests pass, the agent never
 /// shows a TCP pool other than the clients' (toward the proxy) and its
@@ -279,7 +253,7 @@ fn unix_run(scraper: &mut Scraper, sock: &str) {
     let expected_pools = BTreeSet::from([PROXY.to_owned(), AGENT_ADDR.to_owned()]);
     let unix_truth = || unix_counts(&proc_net_unix());
     let (before, m) = measure(scraper, unix_truth);
-    assert_unix_matches(&m, &before);
+    assert_unix_sockets(&m, &before, &["stream"], false);
     let listener = m.listener("unix", sock);
     assert_eq!(listener.sockets, Some(1.0), "{listener:?}");
     let base_connected = stream(&m, "connected");
@@ -377,7 +351,7 @@ fn unix_run(scraper: &mut Scraper, sock: &str) {
     );
     let pools = pool_destinations(&m);
     assert!(pools.is_subset(&expected_pools), "{pools:?}");
-    assert_unix_matches(&m, &after);
+    assert_unix_sockets(&m, &after, &["stream"], false);
     assert_eq!(after, before, "UNIX sockets left behind by the load");
     assert_eq!(
         m.listener("unix", sock).connected,

@@ -165,6 +165,25 @@ pub fn setup_netns(sysctls: &[(&str, &str)]) {
     }
 }
 
+/// The namespace of the port-exhaustion tests ([`setup_netns`]): `range`
+/// as `ip_local_port_range`, no reserved ports, `tcp_tw_reuse` =
+/// `tw_reuse`, TCP timestamps on, and `tcp_rfc1337` = 1: on loopback with
+/// 2+ CPUs a stale ACK from the server can reach the client's TIME_WAIT
+/// after the server closed; the TIME_WAIT answers, the server's stack
+/// answers that with a RST, and with tcp_rfc1337=0 the RST kills the
+/// TIME_WAIT and frees its port (seen 0-3 times per 2000 connections).
+/// Returns the [`ephemeral_limit`] then in force.
+pub fn setup_port_range_netns(range: &str, tw_reuse: &str) -> u64 {
+    setup_netns(&[
+        ("net/ipv4/ip_local_port_range", range),
+        ("net/ipv4/ip_local_reserved_ports", ""),
+        ("net/ipv4/tcp_tw_reuse", tw_reuse),
+        ("net/ipv4/tcp_timestamps", "1"),
+        ("net/ipv4/tcp_rfc1337", "1"),
+    ]);
+    ephemeral_limit()
+}
+
 /// Reads a sysctl under /proc/sys (e.g. `net/ipv4/ip_local_port_range`).
 pub fn sysctl(key: &str) -> String {
     std::fs::read_to_string(Path::new("/proc/sys").join(key))
@@ -999,6 +1018,43 @@ pub fn unix_counts(lines: &[ProcUnixLine]) -> BTreeMap<(&'static str, &'static s
         *m.entry((l.type_label(), l.state_label())).or_insert(0) += 1;
     }
     m
+}
+
+/// The `state` labels of `sockscope_unix_sockets`.
+pub const UNIX_STATE_LABELS: [&str; 5] = [
+    "unconnected",
+    "connecting",
+    "connected",
+    "disconnecting",
+    "listen",
+];
+
+/// Asserts `sockscope_unix_sockets{sock_type, state}` against `truth`
+/// (/proc/net/unix by [`unix_counts`]) for every type of `types` and every
+/// state of [`UNIX_STATE_LABELS`] (the agent reports each, zero or not).
+/// With `disconnecting_invisible` the agent's `disconnecting` must be 0
+/// whatever /proc/net/unix shows: unix_diag (the netlink source, the
+/// agent's default) skips sockets without an inode (sk_diag_dump()), so
+/// SS_DISCONNECTING orphans are invisible to it.
+pub fn assert_unix_sockets(
+    m: &Metrics,
+    truth: &BTreeMap<(&'static str, &'static str), u64>,
+    types: &[&str],
+    disconnecting_invisible: bool,
+) {
+    for &t in types {
+        for st in UNIX_STATE_LABELS {
+            let got = m.value("sockscope_unix_sockets", &[("sock_type", t), ("state", st)]);
+            let mut want = truth.get(&(t, st)).copied().unwrap_or(0);
+            if disconnecting_invisible && st == "disconnecting" {
+                want = 0;
+            }
+            assert_eq!(
+                got, want as f64,
+                "sockscope_unix_sockets{{sock_type={t},state={st}}}; /proc/net/unix: {truth:?}"
+            );
+        }
+    }
 }
 
 /// The `tw` figure of the `TCP:` line of /proc/net/sockstat.
@@ -2103,6 +2159,19 @@ pub fn unix_path_lines(lines: &[ProcUnixLine], path: &str, st: u8) -> u64 {
         .iter()
         .filter(|l| l.flags & 0x10000 == 0 && l.st == st && l.path.as_deref() == Some(path))
         .count() as u64
+}
+
+/// Waits (bounded: 5 s) until [`unix_path_lines`] of `path` in state `st`
+/// counts `want`; `what` names the wait.
+pub fn wait_unix_path_lines(what: &str, path: &str, st: u8, want: u64) {
+    wait_for(what, Duration::from_secs(5), || {
+        let n = unix_path_lines(&proc_net_unix(), path, st);
+        if n == want {
+            Ok(())
+        } else {
+            Err(format!("{n}"))
+        }
+    });
 }
 
 /// `ss -ltn` (Recv-Q, Send-Q) of the TCP listener on exactly `addr`.
