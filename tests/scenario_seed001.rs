@@ -118,8 +118,8 @@ impl Spec {
 }
 
 enum FrontProc {
-    Proxy(ScenarioChild),
-    Nginx(ScenarioNginx),
+    Proxy(LabProcess),
+    Nginx(Nginx),
 }
 
 /// Fields drop in order: the scrape connection, the agent, the front, the
@@ -132,7 +132,7 @@ struct Lab {
     agent: Agent,
     front_proc: FrontProc,
     /// `sockscope upstream`, or `None` with the test's own listener.
-    upstream: Option<ScenarioChild>,
+    upstream: Option<LabProcess>,
     /// The test's own upstream listener (behavior [`MANUAL`]): it accepts
     /// and answers only when told ([`Lab::answer_one`]).
     manual: Option<socket2::Socket>,
@@ -167,7 +167,7 @@ impl Lab {
             l.listen(spec.up_backlog as i32).unwrap();
             (None, Some(l))
         } else {
-            let mut upstream = ScenarioChild::sockscope(
+            let upstream = LabProcess::listening(
                 "upstream",
                 &[
                     "upstream",
@@ -180,11 +180,7 @@ impl Lab {
                     "--log.level",
                     "warn",
                 ],
-            );
-            wait_listening(
-                "the upstream listening",
-                || unix_listening(&up_path),
-                || upstream.assert_running(),
+                &up_arg,
             );
             (Some(upstream), None)
         };
@@ -207,12 +203,7 @@ impl Lab {
                     "warn",
                 ];
                 args.extend_from_slice(spec.proxy_extra);
-                let mut p = ScenarioChild::sockscope("proxy", &args);
-                wait_listening(
-                    "the proxy listening",
-                    || tcp_listening(PROXY_ADDR),
-                    || p.assert_running(),
-                );
+                let p = LabProcess::listening("proxy", &args, PROXY_ADDR);
                 (PROXY_ADDR, FrontProc::Proxy(p))
             }
             Front::Nginx => {
@@ -232,13 +223,12 @@ impl Lab {
                 let events = format!("worker_connections {};", spec.worker_connections);
                 (
                     NGINX_ADDR,
-                    FrontProc::Nginx(ScenarioNginx::start(&events, &http, NGINX_ADDR)),
+                    FrontProc::Nginx(Nginx::start(&events, &http, NGINX_ADDR)),
                 )
             }
         };
         let target = format!("http://{addr}/stub_status");
-        let mut agent = Agent::spawn(&["--nginx.scrape-uri", &target]);
-        let mut scraper = Scraper::connect(&mut agent);
+        let (agent, mut scraper) = start_agent(&["--nginx.scrape-uri", &target]);
         scraper.scrape_until(
             "the front's stub_status, Active = 1 (its own connection)",
             Duration::from_secs(10),
@@ -287,7 +277,7 @@ impl Lab {
         }
     }
 
-    fn nginx(&self) -> &ScenarioNginx {
+    fn nginx(&self) -> &Nginx {
         match &self.front_proc {
             FrontProc::Nginx(n) => n,
             FrontProc::Proxy(_) => panic!("not an nginx lab"),
@@ -543,9 +533,7 @@ fn seed001_case1_ok_proxy() {
 
 #[test]
 fn seed001_case1_ok_nginx() {
-    if nginx_or_skip("seed001_case1_ok_nginx") {
-        run_in_netns("seed001_case1_ok_nginx", || case_ok(Front::Nginx));
-    }
+    run_in_netns_with_nginx("seed001_case1_ok_nginx", || case_ok(Front::Nginx));
 }
 
 // ---------------------------------------------------------------------------
@@ -650,11 +638,9 @@ fn seed001_case2_no_accept_proxy() {
 
 #[test]
 fn seed001_case2_no_accept_nginx() {
-    if nginx_or_skip("seed001_case2_no_accept_nginx") {
-        run_in_netns("seed001_case2_no_accept_nginx", || {
-            case_no_accept(Front::Nginx)
-        });
-    }
+    run_in_netns_with_nginx("seed001_case2_no_accept_nginx", || {
+        case_no_accept(Front::Nginx)
+    });
 }
 
 // ---------------------------------------------------------------------------
@@ -742,11 +728,9 @@ fn seed001_case3_no_read_proxy() {
 
 #[test]
 fn seed001_case3_no_read_nginx() {
-    if nginx_or_skip("seed001_case3_no_read_nginx") {
-        run_in_netns("seed001_case3_no_read_nginx", || {
-            case_held(Front::Nginx, "no-read")
-        });
-    }
+    run_in_netns_with_nginx("seed001_case3_no_read_nginx", || {
+        case_held(Front::Nginx, "no-read")
+    });
 }
 
 #[test]
@@ -758,11 +742,9 @@ fn seed001_case4_no_write_proxy() {
 
 #[test]
 fn seed001_case4_no_write_nginx() {
-    if nginx_or_skip("seed001_case4_no_write_nginx") {
-        run_in_netns("seed001_case4_no_write_nginx", || {
-            case_held(Front::Nginx, "no-write")
-        });
-    }
+    run_in_netns_with_nginx("seed001_case4_no_write_nginx", || {
+        case_held(Front::Nginx, "no-write")
+    });
 }
 
 #[test]
@@ -774,11 +756,9 @@ fn seed001_case5_no_close_proxy() {
 
 #[test]
 fn seed001_case5_no_close_nginx() {
-    if nginx_or_skip("seed001_case5_no_close_nginx") {
-        run_in_netns("seed001_case5_no_close_nginx", || {
-            case_held(Front::Nginx, "no-close")
-        });
-    }
+    run_in_netns_with_nginx("seed001_case5_no_close_nginx", || {
+        case_held(Front::Nginx, "no-close")
+    });
 }
 
 // ---------------------------------------------------------------------------
@@ -942,9 +922,7 @@ fn last_line(s: &str) -> String {
 
 #[test]
 fn seed001_nginx_active_is_q_plus_a_plus_1() {
-    if nginx_or_skip("seed001_nginx_active_is_q_plus_a_plus_1") {
-        run_in_netns("seed001_nginx_active_is_q_plus_a_plus_1", active_vs_q_and_a);
-    }
+    run_in_netns_with_nginx("seed001_nginx_active_is_q_plus_a_plus_1", active_vs_q_and_a);
 }
 
 // ---------------------------------------------------------------------------
@@ -1097,9 +1075,7 @@ fn nginx_cap() {
 
 #[test]
 fn seed001_nginx_worker_connections_caps_active() {
-    if nginx_or_skip("seed001_nginx_worker_connections_caps_active") {
-        run_in_netns("seed001_nginx_worker_connections_caps_active", nginx_cap);
-    }
+    run_in_netns_with_nginx("seed001_nginx_worker_connections_caps_active", nginx_cap);
 }
 
 /// `sockscope proxy --max-connections 2`: at the cap the proxy stops

@@ -43,14 +43,9 @@ fn seed002_unix_upstream_no_exhaustion() {
     run_in_netns("seed002_unix_upstream_no_exhaustion", || {
         let started = Instant::now();
         setup(1);
-        let (mut agent, mut scraper) = start_agent();
+        let (mut agent, mut scraper) = start_agent(&[]);
         let (dir, sock) = socket_dir();
         let mut upstream = start_upstream(&format!("unix:{sock}"));
-        wait_listening(
-            "the upstream listening on its UNIX socket",
-            || unix_listening(&sock),
-            || upstream.assert_running(),
-        );
         let mut proxy = start_proxy(&[&format!("unix:{sock}")]);
         unix_run(&mut scraper, &sock);
         agent.assert_running();
@@ -63,24 +58,17 @@ fn seed002_unix_upstream_no_exhaustion() {
 
 #[test]
 fn seed002_nginx_unix_upstream_no_exhaustion() {
-    if !nginx_or_skip("seed002_nginx_unix_upstream_no_exhaustion") {
-        return;
-    }
-    run_in_netns("seed002_nginx_unix_upstream_no_exhaustion", || {
+    run_in_netns_with_nginx("seed002_nginx_unix_upstream_no_exhaustion", || {
         let started = Instant::now();
         setup(0);
-        let (mut agent, mut scraper) = start_agent();
+        let (mut agent, mut scraper) = start_agent(&[]);
         let (dir, sock) = socket_dir();
         let mut upstream = start_upstream(&format!("unix:{sock}"));
-        wait_listening(
-            "the upstream listening on its UNIX socket",
-            || unix_listening(&sock),
-            || upstream.assert_running(),
-        );
         // The configuration that exhausts the pool with a TCP upstream
         // (seed 000): HTTP/1.1, no keepalive pool, nginx closes first.
         let mut nginx = Nginx::start(
-            &nginx_http(&format!("upstream u {{ server unix:{sock}; }}")),
+            NGINX_EVENTS,
+            &nginx_proxy_http(PROXY, &format!("upstream u {{ server unix:{sock}; }}")),
             PROXY,
         );
         unix_run(&mut scraper, &sock);
@@ -97,7 +85,7 @@ fn seed002_many_loopback_ips_spread() {
     run_in_netns("seed002_many_loopback_ips_spread", || {
         let started = Instant::now();
         setup(0);
-        let (mut agent, mut scraper) = start_agent();
+        let (mut agent, mut scraper) = start_agent(&[]);
         let mut upstreams = start_tcp_upstreams();
         let targets: Vec<String> = UPSTREAMS.iter().map(|u| format!("http://{u}")).collect();
         let targets: Vec<&str> = targets.iter().map(String::as_str).collect();
@@ -113,18 +101,19 @@ fn seed002_many_loopback_ips_spread() {
 
 #[test]
 fn seed002_nginx_many_loopback_ips_spread() {
-    if !nginx_or_skip("seed002_nginx_many_loopback_ips_spread") {
-        return;
-    }
-    run_in_netns("seed002_nginx_many_loopback_ips_spread", || {
+    run_in_netns_with_nginx("seed002_nginx_many_loopback_ips_spread", || {
         let started = Instant::now();
         setup(1);
-        let (mut agent, mut scraper) = start_agent();
+        let (mut agent, mut scraper) = start_agent(&[]);
         let mut upstreams = start_tcp_upstreams();
         let servers: String = UPSTREAMS.iter().map(|u| format!("server {u}; ")).collect();
         // Round robin over equal weights: sequential requests go to the
         // three servers in turn.
-        let mut nginx = Nginx::start(&nginx_http(&format!("upstream u {{ {servers}}}")), PROXY);
+        let mut nginx = Nginx::start(
+            NGINX_EVENTS,
+            &nginx_proxy_http(PROXY, &format!("upstream u {{ {servers}}}")),
+            PROXY,
+        );
         spread_in_batches(&mut scraper, &mut || {
             agent.assert_running();
             upstreams.iter_mut().for_each(LabProcess::assert_running);
@@ -147,12 +136,6 @@ fn setup(cpu_index: usize) {
     pin_to_nth_cpu(&cpus, cpu_index);
 }
 
-fn start_agent() -> (Agent, Scraper) {
-    let mut agent = Agent::spawn(&[]);
-    let scraper = Scraper::connect(&mut agent);
-    (agent, scraper)
-}
-
 /// A temp dir that nginx's workers may enter (0755) and the upstream's
 /// socket path in it.
 fn socket_dir() -> (tempfile::TempDir, String) {
@@ -164,28 +147,18 @@ fn socket_dir() -> (tempfile::TempDir, String) {
 }
 
 /// `sockscope upstream --behavior keepalive` (never closes first) on
-/// `listen` (`IP:PORT` or `unix:PATH`).
+/// `listen` (`IP:PORT` or `unix:PATH`), listening.
 fn start_upstream(listen: &str) -> LabProcess {
-    LabProcess::sockscope(
+    LabProcess::listening(
         "upstream",
         &["upstream", "--listen", listen, "--behavior", "keepalive"],
+        listen,
     )
 }
 
 /// One keep-alive upstream per IP of [`UPSTREAMS`], listening.
 fn start_tcp_upstreams() -> Vec<LabProcess> {
-    UPSTREAMS
-        .iter()
-        .map(|u| {
-            let mut up = start_upstream(u);
-            wait_listening(
-                &format!("the upstream listening on {u}"),
-                || tcp_listening(u),
-                || up.assert_running(),
-            );
-            up
-        })
-        .collect()
+    UPSTREAMS.iter().map(|u| start_upstream(u)).collect()
 }
 
 /// `sockscope proxy --keepalive 0` toward `upstreams` (round robin).
@@ -194,34 +167,7 @@ fn start_proxy(upstreams: &[&str]) -> LabProcess {
     for u in upstreams {
         args.extend(["--upstream", u]);
     }
-    let mut proxy = LabProcess::sockscope("proxy", &args);
-    wait_listening(
-        "the proxy listening",
-        || tcp_listening(PROXY),
-        || proxy.assert_running(),
-    );
-    proxy
-}
-
-/// The `http { }` body of the nginx tests: `upstream` block `u`, HTTP/1.1
-/// toward it without a keepalive pool and with the `Connection` header
-/// emptied (so the keep-alive upstream never closes first and nginx
-/// closes each upstream connection after its response, like `sockscope
-/// proxy --keepalive 0`); client connections may carry any number of
-/// requests.
-fn nginx_http(upstream: &str) -> String {
-    format!(
-        "{upstream}\n\
-         server {{\n\
-         listen {PROXY};\n\
-         keepalive_requests 100000;\n\
-         location / {{\n\
-         proxy_pass http://u;\n\
-         proxy_http_version 1.1;\n\
-         proxy_set_header Connection \"\";\n\
-         }}\n\
-         }}"
-    )
+    LabProcess::listening("proxy", &args, PROXY)
 }
 
 // ---------------------------------------------------------------------------
