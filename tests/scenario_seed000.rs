@@ -451,14 +451,10 @@ fn keepalive_run(scraper: &mut Scraper, max_time_wait: f64, max_held: f64) -> Wo
             assert_eq!(f.available, LIMIT as f64 - held, "{f:?}");
         }
     };
-    let (counts, connects) = std::thread::scope(|s| {
-        let load = s.spawn(|| concurrent_load(PROXY, CLIENTS, LOAD, Duration::from_secs(20)));
-        while !load.is_finished() {
-            let m = scraper.scrape_after(now_unix());
-            watch(&m, &mut worst);
-        }
-        load.join().unwrap()
-    });
+    let (counts, connects) = scraper.scrape_while(
+        || concurrent_load(PROXY, CLIENTS, LOAD, Duration::from_secs(20)),
+        |m| watch(m, &mut worst),
+    );
     let elapsed = started.elapsed();
     println!(
         "{LOAD} requests, {CLIENTS} clients: {counts:?} in {elapsed:.2?} ({:.0} req/s), \

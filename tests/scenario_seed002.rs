@@ -23,7 +23,7 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -209,32 +209,36 @@ fn unix_run(scraper: &mut Scraper, sock: &str) {
     let seen = AtomicBool::new(false);
     let mut peak = (base_connected, 0.0);
     let mut polls = 0;
-    let (counts, connects) = std::thread::scope(|s| {
-        let load = s.spawn(|| load_until(UNIX_CLIENTS, &seen));
-        while !load.is_finished() {
-            let m = scraper.scrape_after(now_unix());
-            polls += 1;
-            let pools = pool_destinations(&m);
-            assert!(
-                pools.is_subset(&expected_pools),
-                "a TCP pool toward the UNIX upstream? {pools:?}"
-            );
-            let connected = stream(&m, "connected");
-            let accepted = m
-                .listener("unix", sock)
-                .connected
-                .expect("listen_connections of the UNIX listener");
-            if connected > peak.0 {
-                peak.0 = connected;
-            }
-            if accepted > peak.1 {
-                peak.1 = accepted;
-            }
-            if connected > base_connected && accepted > 0.0 {
-                seen.store(true, Ordering::Relaxed);
-            }
+    let load = || {
+        concurrent_load_until(
+            PROXY,
+            UNIX_CLIENTS,
+            MIN_LOAD..=MAX_LOAD,
+            &seen,
+            Duration::from_secs(20),
+        )
+    };
+    let (counts, connects) = scraper.scrape_while(load, |m| {
+        polls += 1;
+        let pools = pool_destinations(m);
+        assert!(
+            pools.is_subset(&expected_pools),
+            "a TCP pool toward the UNIX upstream? {pools:?}"
+        );
+        let connected = stream(m, "connected");
+        let accepted = m
+            .listener("unix", sock)
+            .connected
+            .expect("listen_connections of the UNIX listener");
+        if connected > peak.0 {
+            peak.0 = connected;
         }
-        load.join().unwrap()
+        if accepted > peak.1 {
+            peak.1 = accepted;
+        }
+        if connected > base_connected && accepted > 0.0 {
+            seen.store(true, Ordering::Relaxed);
+        }
     });
     let sent: u64 = counts.values().sum();
     let elapsed = started.elapsed();
@@ -312,48 +316,6 @@ fn unix_run(scraper: &mut Scraper, sock: &str) {
     println!(
         "after the load: TIME_WAIT only the clients' {connects} toward {PROXY}; /proc/net/unix back to {after:?}"
     );
-}
-
-/// `clients` keep-alive clients send GETs to the proxy: at least
-/// [`MIN_LOAD`], then on until `stop` is set, at most [`MAX_LOAD`] and
-/// 20 s. Returns the statuses (0 = an I/O error) and the connections the
-/// clients opened (they close them, first, when done).
-fn load_until(clients: usize, stop: &AtomicBool) -> (BTreeMap<u16, u64>, u64) {
-    let next = AtomicU64::new(0);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let results: Vec<(BTreeMap<u16, u64>, u64)> = std::thread::scope(|s| {
-        let handles: Vec<_> = (0..clients)
-            .map(|_| {
-                let next = &next;
-                s.spawn(move || {
-                    let mut c = HttpClient::new(PROXY);
-                    let mut counts = BTreeMap::new();
-                    loop {
-                        let n = next.fetch_add(1, Ordering::Relaxed);
-                        if n >= MAX_LOAD
-                            || (n >= MIN_LOAD && stop.load(Ordering::Relaxed))
-                            || Instant::now() > deadline
-                        {
-                            break;
-                        }
-                        let status = c.get("/").map_or(0, |r| r.status);
-                        *counts.entry(status).or_insert(0) += 1;
-                    }
-                    (counts, c.connects)
-                })
-            })
-            .collect();
-        handles.into_iter().map(|h| h.join().unwrap()).collect()
-    });
-    let mut counts = BTreeMap::new();
-    let mut connects = 0;
-    for (c, n) in results {
-        connects += n;
-        for (k, v) in c {
-            *counts.entry(k).or_insert(0) += v;
-        }
-    }
-    (counts, connects)
 }
 
 // ---------------------------------------------------------------------------

@@ -456,6 +456,24 @@ impl Scraper {
             std::thread::sleep(Duration::from_millis(20));
         }
     }
+
+    /// Runs `work` on another thread and, until it has finished, reads
+    /// every agent poll ([`Scraper::scrape_after`] the previous read) and
+    /// hands it to `each_poll`; returns what `work` returned.
+    pub fn scrape_while<T: Send>(
+        &mut self,
+        work: impl FnOnce() -> T + Send,
+        mut each_poll: impl FnMut(&Metrics),
+    ) -> T {
+        std::thread::scope(|s| {
+            let work = s.spawn(work);
+            while !work.is_finished() {
+                let m = self.scrape_after(now_unix());
+                each_poll(&m);
+            }
+            work.join().unwrap()
+        })
+    }
 }
 
 /// Spawns the agent ([`Agent::spawn`] with `extra` flags) and connects
@@ -1700,7 +1718,25 @@ pub fn concurrent_load(
     total: u64,
     limit: Duration,
 ) -> (BTreeMap<u16, u64>, u64) {
+    let never = std::sync::atomic::AtomicBool::new(false);
+    concurrent_load_until(addr, clients, total..=total, &never, limit)
+}
+
+/// `clients` threads, each with its own keep-alive [`HttpClient`] to
+/// `addr`, share GETs of `/`: at least `*requests.start()`, then on until
+/// `stop` is set, at most `*requests.end()`, and bounded by `limit` in
+/// time (past it the threads stop and the shortfall shows in the count).
+/// Returns the statuses counted (0 = an I/O error) and the connections
+/// the clients opened (they close them, first, when done).
+pub fn concurrent_load_until(
+    addr: &str,
+    clients: usize,
+    requests: std::ops::RangeInclusive<u64>,
+    stop: &std::sync::atomic::AtomicBool,
+    limit: Duration,
+) -> (BTreeMap<u16, u64>, u64) {
     use std::sync::atomic::{AtomicU64, Ordering};
+    let (min, max) = requests.into_inner();
     let next = AtomicU64::new(0);
     let deadline = Instant::now() + limit;
     let results: Vec<(BTreeMap<u16, u64>, u64)> = std::thread::scope(|s| {
@@ -1710,8 +1746,14 @@ pub fn concurrent_load(
                 s.spawn(move || {
                     let mut c = HttpClient::new(addr);
                     let mut counts = BTreeMap::new();
-                    while next.fetch_add(1, Ordering::Relaxed) < total && Instant::now() < deadline
-                    {
+                    loop {
+                        let n = next.fetch_add(1, Ordering::Relaxed);
+                        if n >= max
+                            || (n >= min && stop.load(Ordering::Relaxed))
+                            || Instant::now() >= deadline
+                        {
+                            break;
+                        }
                         let status = c.get("/").map_or(0, |r| r.status);
                         *counts.entry(status).or_insert(0) += 1;
                     }
