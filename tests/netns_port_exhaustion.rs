@@ -30,20 +30,10 @@ fn netns_port_exhaustion_tw_reuse_2() {
     run_in_netns("netns_port_exhaustion_tw_reuse_2", tw_reuse_2);
 }
 
-/// Sysctls of both tests. tcp_rfc1337=1: on loopback with 2+ CPUs a
-/// stale ACK from the server can reach the client's TIME_WAIT after the
-/// server closed; the TIME_WAIT answers, the server's stack answers that
-/// with a RST, and with tcp_rfc1337=0 the RST kills the TIME_WAIT and
-/// frees its port (seen 0-3 times per 2000 connections).
+/// Sysctls of both tests: a 100-port range, `tcp_tw_reuse` = `tw_reuse`
+/// and tcp_rfc1337=1 (see [`setup_port_range_netns`]).
 fn setup(tw_reuse: &str) {
-    setup_netns(&[
-        ("net/ipv4/ip_local_port_range", "40000 40099"),
-        ("net/ipv4/ip_local_reserved_ports", ""),
-        ("net/ipv4/tcp_tw_reuse", tw_reuse),
-        ("net/ipv4/tcp_timestamps", "1"),
-        ("net/ipv4/tcp_rfc1337", "1"),
-    ]);
-    assert_eq!(ephemeral_limit(), RANGE_SIZE);
+    assert_eq!(setup_port_range_netns("40000 40099", tw_reuse), RANGE_SIZE);
 }
 
 /// A server on 127.0.0.1:7100 that accepts, reads to EOF, closes, and

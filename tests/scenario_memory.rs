@@ -181,7 +181,7 @@ fn flood() {
     let up_arg = format!("unix:{up_path}");
     // Backlog 1024 > 1,000: every request is queued at the upstream and
     // waits for the proxy's timeout (none fails with EAGAIN).
-    let mut upstream = ScenarioChild::sockscope(
+    let mut upstream = LabProcess::listening(
         "upstream",
         &[
             "upstream",
@@ -194,13 +194,9 @@ fn flood() {
             "--log.level",
             "warn",
         ],
+        &up_arg,
     );
-    wait_listening(
-        "the upstream listening",
-        || unix_listening(&up_path),
-        || upstream.assert_running(),
-    );
-    let mut proxy = ScenarioChild::sockscope(
+    let mut proxy = LabProcess::listening(
         "proxy",
         &[
             "proxy",
@@ -217,11 +213,7 @@ fn flood() {
             "--log.level",
             "error",
         ],
-    );
-    wait_listening(
-        "the proxy listening",
-        || tcp_listening(PROXY_ADDR),
-        || proxy.assert_running(),
+        PROXY_ADDR,
     );
     let pid = proxy.pid();
     let idle = vm_rss_kib(pid).expect("the proxy's VmRSS");

@@ -56,7 +56,7 @@ fn seed000_proxy_keepalive_0_exhausts() {
     run_in_netns("seed000_proxy_keepalive_0_exhausts", || {
         let started = Instant::now();
         setup(0);
-        let (mut agent, mut scraper) = start_agent();
+        let (mut agent, mut scraper) = start_agent(&[]);
         let mut upstream = start_upstream();
         let mut proxy = start_proxy("0");
 
@@ -79,7 +79,7 @@ fn seed000_proxy_keepalive_16_no_exhaustion() {
     run_in_netns("seed000_proxy_keepalive_16_no_exhaustion", || {
         let started = Instant::now();
         setup(1);
-        let (mut agent, mut scraper) = start_agent();
+        let (mut agent, mut scraper) = start_agent(&[]);
         let mut upstream = start_upstream();
         let mut proxy = start_proxy("16");
         // The proxy opens an upstream connection only for a request that
@@ -98,25 +98,21 @@ fn seed000_proxy_keepalive_16_no_exhaustion() {
 
 #[test]
 fn seed000_nginx_keepalive_0_exhausts() {
-    if !nginx_or_skip("seed000_nginx_keepalive_0_exhausts") {
-        return;
-    }
-    run_in_netns("seed000_nginx_keepalive_0_exhausts", || {
+    run_in_netns_with_nginx("seed000_nginx_keepalive_0_exhausts", || {
         let started = Instant::now();
         setup(1);
-        let (mut agent, mut scraper) = start_agent();
+        let (mut agent, mut scraper) = start_agent(&[]);
         let mut upstream = start_upstream();
         // HTTP/1.1 toward the upstream WITHOUT a keepalive pool: nginx
         // closes the upstream connection after each response. With nginx's
         // default `Connection: close` request header the upstream would
         // close too, racing nginx for who closes first (TIME_WAIT on either
-        // side); with the header emptied the keep-alive upstream never
-        // closes first, so every TIME_WAIT lands on nginx's side.
+        // side); with the header emptied (nginx_proxy_http) the keep-alive
+        // upstream never closes first, so every TIME_WAIT lands on nginx's
+        // side.
         let mut nginx = Nginx::start(
-            &nginx_http(
-                "upstream u { server 127.0.0.1:7100; }",
-                "proxy_http_version 1.1;\nproxy_set_header Connection \"\";",
-            ),
+            NGINX_EVENTS,
+            &nginx_proxy_http(PROXY, "upstream u { server 127.0.0.1:7100; }"),
             PROXY,
         );
         let run = exhaust_in_batches(&mut scraper, &mut || {
@@ -140,19 +136,14 @@ fn seed000_nginx_keepalive_0_exhausts() {
 
 #[test]
 fn seed000_nginx_keepalive_16_no_exhaustion() {
-    if !nginx_or_skip("seed000_nginx_keepalive_16_no_exhaustion") {
-        return;
-    }
-    run_in_netns("seed000_nginx_keepalive_16_no_exhaustion", || {
+    run_in_netns_with_nginx("seed000_nginx_keepalive_16_no_exhaustion", || {
         let started = Instant::now();
         setup(0);
-        let (mut agent, mut scraper) = start_agent();
+        let (mut agent, mut scraper) = start_agent(&[]);
         let mut upstream = start_upstream();
         let mut nginx = Nginx::start(
-            &nginx_http(
-                "upstream u { server 127.0.0.1:7100; keepalive 16; }",
-                "proxy_http_version 1.1;\nproxy_set_header Connection \"\";",
-            ),
+            NGINX_EVENTS,
+            &nginx_proxy_http(PROXY, "upstream u { server 127.0.0.1:7100; keepalive 16; }"),
             PROXY,
         );
         // nginx (one worker) opens an upstream connection only when none
@@ -190,52 +181,34 @@ fn assert_connect_failure_logged(what: &str, log: &str) {
     );
 }
 
-/// The namespace of every test: a 1000-port range and no TIME_WAIT reuse.
+/// The namespace of every test: a 1000-port range and no TIME_WAIT reuse
+/// ([`setup_port_range_netns`]). `tcp_tw_reuse` 0: connect() never takes
+/// over a TIME_WAIT port, so a port used toward 7100 comes back only when
+/// its TIME_WAIT expires, 60 s later, after the test. With the namespace
+/// default 2 (reuse for loopback) a TIME_WAIT older than
+/// tcp_tw_reuse_delay (1 s) would be taken over and an exhausted pool
+/// would still pass about one connect per port per second: whether and
+/// when a 502 came would depend on the machine's speed. As in
+/// netns_port_exhaustion, `tcp_rfc1337` 1: a stale ACK reaching a
+/// TIME_WAIT must not get it killed by a RST, or ports come back.
 fn setup(cpu_index: usize) {
     let cpus = allowed_cpus();
-    setup_netns(&[
-        ("net/ipv4/ip_local_port_range", RANGE),
-        ("net/ipv4/ip_local_reserved_ports", ""),
-        // 0: connect() never takes over a TIME_WAIT port, so a port used
-        // toward 7100 comes back only when its TIME_WAIT expires, 60 s
-        // later, after the test. With the namespace default 2 (reuse for
-        // loopback) a TIME_WAIT older than tcp_tw_reuse_delay (1 s) would
-        // be taken over and an exhausted pool would still pass about one
-        // connect per port per second: whether and when a 502 came would
-        // depend on the machine's speed.
-        ("net/ipv4/tcp_tw_reuse", "0"),
-        ("net/ipv4/tcp_timestamps", "1"),
-        // As in netns_port_exhaustion: a stale ACK reaching a TIME_WAIT
-        // must not get it killed by a RST (RFC 1337), or ports come back.
-        ("net/ipv4/tcp_rfc1337", "1"),
-    ]);
-    assert_eq!(ephemeral_limit(), LIMIT);
+    assert_eq!(setup_port_range_netns(RANGE, "0"), LIMIT);
     // setup_netns pinned the test to the first CPU; tests of this file
     // running in parallel take turns over the CPUs instead.
     pin_to_nth_cpu(&cpus, cpu_index);
 }
 
-fn start_agent() -> (Agent, Scraper) {
-    let mut agent = Agent::spawn(&[]);
-    let scraper = Scraper::connect(&mut agent);
-    (agent, scraper)
-}
-
 fn start_upstream() -> LabProcess {
-    let mut up = LabProcess::sockscope(
+    LabProcess::listening(
         "upstream",
         &["upstream", "--listen", UPSTREAM, "--behavior", "keepalive"],
-    );
-    wait_listening(
-        "the upstream listening",
-        || tcp_listening(UPSTREAM),
-        || up.assert_running(),
-    );
-    up
+        UPSTREAM,
+    )
 }
 
 fn start_proxy(keepalive: &str) -> LabProcess {
-    let mut proxy = LabProcess::sockscope(
+    LabProcess::listening(
         "proxy",
         &[
             "proxy",
@@ -246,30 +219,7 @@ fn start_proxy(keepalive: &str) -> LabProcess {
             "--keepalive",
             keepalive,
         ],
-    );
-    wait_listening(
-        "the proxy listening",
-        || tcp_listening(PROXY),
-        || proxy.assert_running(),
-    );
-    proxy
-}
-
-/// The `http { }` body of the nginx tests: `upstream` block, and the
-/// proxy directives of `location /`. Client connections may carry any
-/// number of requests (the default 1000 would make the load client
-/// reconnect).
-fn nginx_http(upstream: &str, proxy: &str) -> String {
-    format!(
-        "{upstream}\n\
-         server {{\n\
-         listen {PROXY};\n\
-         keepalive_requests 100000;\n\
-         location / {{\n\
-         proxy_pass http://u;\n\
-         {proxy}\n\
-         }}\n\
-         }}"
+        PROXY,
     )
 }
 
@@ -501,14 +451,10 @@ fn keepalive_run(scraper: &mut Scraper, max_time_wait: f64, max_held: f64) -> Wo
             assert_eq!(f.available, LIMIT as f64 - held, "{f:?}");
         }
     };
-    let (counts, connects) = std::thread::scope(|s| {
-        let load = s.spawn(|| concurrent_load(PROXY, CLIENTS, LOAD, Duration::from_secs(20)));
-        while !load.is_finished() {
-            let m = scraper.scrape_after(now_unix());
-            watch(&m, &mut worst);
-        }
-        load.join().unwrap()
-    });
+    let (counts, connects) = scraper.scrape_while(
+        || concurrent_load(PROXY, CLIENTS, LOAD, Duration::from_secs(20)),
+        |m| watch(m, &mut worst),
+    );
     let elapsed = started.elapsed();
     println!(
         "{LOAD} requests, {CLIENTS} clients: {counts:?} in {elapsed:.2?} ({:.0} req/s), \

@@ -118,8 +118,8 @@ impl Spec {
 }
 
 enum FrontProc {
-    Proxy(ScenarioChild),
-    Nginx(ScenarioNginx),
+    Proxy(LabProcess),
+    Nginx(Nginx),
 }
 
 /// Fields drop in order: the scrape connection, the agent, the front, the
@@ -132,7 +132,7 @@ struct Lab {
     agent: Agent,
     front_proc: FrontProc,
     /// `sockscope upstream`, or `None` with the test's own listener.
-    upstream: Option<ScenarioChild>,
+    upstream: Option<LabProcess>,
     /// The test's own upstream listener (behavior [`MANUAL`]): it accepts
     /// and answers only when told ([`Lab::answer_one`]).
     manual: Option<socket2::Socket>,
@@ -167,7 +167,7 @@ impl Lab {
             l.listen(spec.up_backlog as i32).unwrap();
             (None, Some(l))
         } else {
-            let mut upstream = ScenarioChild::sockscope(
+            let upstream = LabProcess::listening(
                 "upstream",
                 &[
                     "upstream",
@@ -180,11 +180,7 @@ impl Lab {
                     "--log.level",
                     "warn",
                 ],
-            );
-            wait_listening(
-                "the upstream listening",
-                || unix_listening(&up_path),
-                || upstream.assert_running(),
+                &up_arg,
             );
             (Some(upstream), None)
         };
@@ -207,12 +203,7 @@ impl Lab {
                     "warn",
                 ];
                 args.extend_from_slice(spec.proxy_extra);
-                let mut p = ScenarioChild::sockscope("proxy", &args);
-                wait_listening(
-                    "the proxy listening",
-                    || tcp_listening(PROXY_ADDR),
-                    || p.assert_running(),
-                );
+                let p = LabProcess::listening("proxy", &args, PROXY_ADDR);
                 (PROXY_ADDR, FrontProc::Proxy(p))
             }
             Front::Nginx => {
@@ -232,13 +223,12 @@ impl Lab {
                 let events = format!("worker_connections {};", spec.worker_connections);
                 (
                     NGINX_ADDR,
-                    FrontProc::Nginx(ScenarioNginx::start(&events, &http, NGINX_ADDR)),
+                    FrontProc::Nginx(Nginx::start(&events, &http, NGINX_ADDR)),
                 )
             }
         };
         let target = format!("http://{addr}/stub_status");
-        let mut agent = Agent::spawn(&["--nginx.scrape-uri", &target]);
-        let mut scraper = Scraper::connect(&mut agent);
+        let (agent, mut scraper) = start_agent(&["--nginx.scrape-uri", &target]);
         scraper.scrape_until(
             "the front's stub_status, Active = 1 (its own connection)",
             Duration::from_secs(10),
@@ -287,7 +277,7 @@ impl Lab {
         }
     }
 
-    fn nginx(&self) -> &ScenarioNginx {
+    fn nginx(&self) -> &Nginx {
         match &self.front_proc {
             FrontProc::Nginx(n) => n,
             FrontProc::Proxy(_) => panic!("not an nginx lab"),
@@ -466,29 +456,9 @@ fn measure_lab(lab: &mut Lab) -> (Truth, View) {
         f(g.front_estab - g.front_ss.0),
         "front A: {v:#?} vs {g:#?}"
     );
-    // sockscope_unix_sockets vs /proc/net/unix.
-    for t in ["stream", "dgram", "seqpacket"] {
-        for st in [
-            "unconnected",
-            "connecting",
-            "connected",
-            "disconnecting",
-            "listen",
-        ] {
-            let got = m.value("sockscope_unix_sockets", &[("sock_type", t), ("state", st)]);
-            let mut want = g.unix.get(&(t, st)).copied().unwrap_or(0);
-            if st == "disconnecting" {
-                // unix_diag (the agent's default source) skips sockets
-                // without an inode: SS_DISCONNECTING orphans are invisible.
-                want = 0;
-            }
-            assert_eq!(
-                got, want as f64,
-                "sockscope_unix_sockets{{sock_type={t},state={st}}}; /proc/net/unix: {:?}",
-                g.unix
-            );
-        }
-    }
+    // sockscope_unix_sockets vs /proc/net/unix; unix_diag (the agent's
+    // default source) does not see SS_DISCONNECTING orphans.
+    assert_unix_sockets(&m, &g.unix, &["stream", "dgram", "seqpacket"], true);
     (g, v)
 }
 
@@ -563,9 +533,7 @@ fn seed001_case1_ok_proxy() {
 
 #[test]
 fn seed001_case1_ok_nginx() {
-    if nginx_or_skip("seed001_case1_ok_nginx") {
-        run_in_netns("seed001_case1_ok_nginx", || case_ok(Front::Nginx));
-    }
+    run_in_netns_with_nginx("seed001_case1_ok_nginx", || case_ok(Front::Nginx));
 }
 
 // ---------------------------------------------------------------------------
@@ -670,11 +638,9 @@ fn seed001_case2_no_accept_proxy() {
 
 #[test]
 fn seed001_case2_no_accept_nginx() {
-    if nginx_or_skip("seed001_case2_no_accept_nginx") {
-        run_in_netns("seed001_case2_no_accept_nginx", || {
-            case_no_accept(Front::Nginx)
-        });
-    }
+    run_in_netns_with_nginx("seed001_case2_no_accept_nginx", || {
+        case_no_accept(Front::Nginx)
+    });
 }
 
 // ---------------------------------------------------------------------------
@@ -691,17 +657,11 @@ fn case_held(front: Front, behavior: &'static str) {
     for i in 0..CLIENTS {
         clients.launch(lab.addr, format!("/{behavior}/{i}"), CLIENT_LIMIT);
         let want = i as u64 + 1;
-        wait_for(
+        wait_unix_path_lines(
             &format!("{want} connections accepted by the upstream"),
-            Duration::from_secs(5),
-            || {
-                let n = unix_path_lines(&proc_net_unix(), &lab.up_path, 3);
-                if n == want {
-                    Ok(())
-                } else {
-                    Err(format!("{n}"))
-                }
-            },
+            &lab.up_path,
+            3,
+            want,
         );
     }
     let n = CLIENTS as f64;
@@ -768,11 +728,9 @@ fn seed001_case3_no_read_proxy() {
 
 #[test]
 fn seed001_case3_no_read_nginx() {
-    if nginx_or_skip("seed001_case3_no_read_nginx") {
-        run_in_netns("seed001_case3_no_read_nginx", || {
-            case_held(Front::Nginx, "no-read")
-        });
-    }
+    run_in_netns_with_nginx("seed001_case3_no_read_nginx", || {
+        case_held(Front::Nginx, "no-read")
+    });
 }
 
 #[test]
@@ -784,11 +742,9 @@ fn seed001_case4_no_write_proxy() {
 
 #[test]
 fn seed001_case4_no_write_nginx() {
-    if nginx_or_skip("seed001_case4_no_write_nginx") {
-        run_in_netns("seed001_case4_no_write_nginx", || {
-            case_held(Front::Nginx, "no-write")
-        });
-    }
+    run_in_netns_with_nginx("seed001_case4_no_write_nginx", || {
+        case_held(Front::Nginx, "no-write")
+    });
 }
 
 #[test]
@@ -800,11 +756,9 @@ fn seed001_case5_no_close_proxy() {
 
 #[test]
 fn seed001_case5_no_close_nginx() {
-    if nginx_or_skip("seed001_case5_no_close_nginx") {
-        run_in_netns("seed001_case5_no_close_nginx", || {
-            case_held(Front::Nginx, "no-close")
-        });
-    }
+    run_in_netns_with_nginx("seed001_case5_no_close_nginx", || {
+        case_held(Front::Nginx, "no-close")
+    });
 }
 
 // ---------------------------------------------------------------------------
@@ -875,17 +829,11 @@ fn active_vs_q_and_a() {
     for i in 0..HELD_A {
         held.push(hold_request(NGINX_ADDR, &format!("/a/{i}")));
         let want = i as u64 + 1;
-        wait_for(
+        wait_unix_path_lines(
             &format!("{want} requests waiting on the upstream"),
-            Duration::from_secs(5),
-            || {
-                let n = unix_path_lines(&proc_net_unix(), &lab.up_path, 2);
-                if n == want {
-                    Ok(())
-                } else {
-                    Err(format!("{n}"))
-                }
-            },
+            &lab.up_path,
+            2,
+            want,
         );
     }
     for i in 0..HELD_Q {
@@ -974,9 +922,7 @@ fn last_line(s: &str) -> String {
 
 #[test]
 fn seed001_nginx_active_is_q_plus_a_plus_1() {
-    if nginx_or_skip("seed001_nginx_active_is_q_plus_a_plus_1") {
-        run_in_netns("seed001_nginx_active_is_q_plus_a_plus_1", active_vs_q_and_a);
-    }
+    run_in_netns_with_nginx("seed001_nginx_active_is_q_plus_a_plus_1", active_vs_q_and_a);
 }
 
 // ---------------------------------------------------------------------------
@@ -1025,17 +971,11 @@ fn nginx_cap() {
     for i in 0..CAP_HELD {
         held.push(hold_request(NGINX_ADDR, &format!("/held/{i}")));
         let want = i as u64 + 1;
-        wait_for(
+        wait_unix_path_lines(
             &format!("{want} requests waiting on the upstream"),
-            Duration::from_secs(5),
-            || {
-                let n = unix_path_lines(&proc_net_unix(), &lab.up_path, 2);
-                if n == want {
-                    Ok(())
-                } else {
-                    Err(format!("{n}"))
-                }
-            },
+            &lab.up_path,
+            2,
+            want,
         );
     }
     assert_active_is_a(&mut lab, CAP_HELD as f64 + 1.0);
@@ -1135,9 +1075,7 @@ fn nginx_cap() {
 
 #[test]
 fn seed001_nginx_worker_connections_caps_active() {
-    if nginx_or_skip("seed001_nginx_worker_connections_caps_active") {
-        run_in_netns("seed001_nginx_worker_connections_caps_active", nginx_cap);
-    }
+    run_in_netns_with_nginx("seed001_nginx_worker_connections_caps_active", nginx_cap);
 }
 
 /// `sockscope proxy --max-connections 2`: at the cap the proxy stops
@@ -1159,14 +1097,7 @@ fn proxy_cap() {
     let mut clients = Clients::new();
     let limit = Duration::from_secs(20);
     clients.launch(PROXY_ADDR, "/c/0".into(), limit);
-    wait_for(
-        "one request at the upstream",
-        Duration::from_secs(5),
-        || {
-            let n = unix_path_lines(&proc_net_unix(), &lab.up_path, 2);
-            if n == 1 { Ok(()) } else { Err(format!("{n}")) }
-        },
-    );
+    wait_unix_path_lines("one request at the upstream", &lab.up_path, 2, 1);
     for i in 1..clients_n {
         clients.launch(PROXY_ADDR, format!("/c/{i}"), limit);
     }

@@ -23,7 +23,7 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -43,14 +43,9 @@ fn seed002_unix_upstream_no_exhaustion() {
     run_in_netns("seed002_unix_upstream_no_exhaustion", || {
         let started = Instant::now();
         setup(1);
-        let (mut agent, mut scraper) = start_agent();
+        let (mut agent, mut scraper) = start_agent(&[]);
         let (dir, sock) = socket_dir();
         let mut upstream = start_upstream(&format!("unix:{sock}"));
-        wait_listening(
-            "the upstream listening on its UNIX socket",
-            || unix_listening(&sock),
-            || upstream.assert_running(),
-        );
         let mut proxy = start_proxy(&[&format!("unix:{sock}")]);
         unix_run(&mut scraper, &sock);
         agent.assert_running();
@@ -63,24 +58,17 @@ fn seed002_unix_upstream_no_exhaustion() {
 
 #[test]
 fn seed002_nginx_unix_upstream_no_exhaustion() {
-    if !nginx_or_skip("seed002_nginx_unix_upstream_no_exhaustion") {
-        return;
-    }
-    run_in_netns("seed002_nginx_unix_upstream_no_exhaustion", || {
+    run_in_netns_with_nginx("seed002_nginx_unix_upstream_no_exhaustion", || {
         let started = Instant::now();
         setup(0);
-        let (mut agent, mut scraper) = start_agent();
+        let (mut agent, mut scraper) = start_agent(&[]);
         let (dir, sock) = socket_dir();
         let mut upstream = start_upstream(&format!("unix:{sock}"));
-        wait_listening(
-            "the upstream listening on its UNIX socket",
-            || unix_listening(&sock),
-            || upstream.assert_running(),
-        );
         // The configuration that exhausts the pool with a TCP upstream
         // (seed 000): HTTP/1.1, no keepalive pool, nginx closes first.
         let mut nginx = Nginx::start(
-            &nginx_http(&format!("upstream u {{ server unix:{sock}; }}")),
+            NGINX_EVENTS,
+            &nginx_proxy_http(PROXY, &format!("upstream u {{ server unix:{sock}; }}")),
             PROXY,
         );
         unix_run(&mut scraper, &sock);
@@ -97,7 +85,7 @@ fn seed002_many_loopback_ips_spread() {
     run_in_netns("seed002_many_loopback_ips_spread", || {
         let started = Instant::now();
         setup(0);
-        let (mut agent, mut scraper) = start_agent();
+        let (mut agent, mut scraper) = start_agent(&[]);
         let mut upstreams = start_tcp_upstreams();
         let targets: Vec<String> = UPSTREAMS.iter().map(|u| format!("http://{u}")).collect();
         let targets: Vec<&str> = targets.iter().map(String::as_str).collect();
@@ -113,18 +101,19 @@ fn seed002_many_loopback_ips_spread() {
 
 #[test]
 fn seed002_nginx_many_loopback_ips_spread() {
-    if !nginx_or_skip("seed002_nginx_many_loopback_ips_spread") {
-        return;
-    }
-    run_in_netns("seed002_nginx_many_loopback_ips_spread", || {
+    run_in_netns_with_nginx("seed002_nginx_many_loopback_ips_spread", || {
         let started = Instant::now();
         setup(1);
-        let (mut agent, mut scraper) = start_agent();
+        let (mut agent, mut scraper) = start_agent(&[]);
         let mut upstreams = start_tcp_upstreams();
         let servers: String = UPSTREAMS.iter().map(|u| format!("server {u}; ")).collect();
         // Round robin over equal weights: sequential requests go to the
         // three servers in turn.
-        let mut nginx = Nginx::start(&nginx_http(&format!("upstream u {{ {servers}}}")), PROXY);
+        let mut nginx = Nginx::start(
+            NGINX_EVENTS,
+            &nginx_proxy_http(PROXY, &format!("upstream u {{ {servers}}}")),
+            PROXY,
+        );
         spread_in_batches(&mut scraper, &mut || {
             agent.assert_running();
             upstreams.iter_mut().for_each(LabProcess::assert_running);
@@ -138,26 +127,13 @@ fn seed002_nginx_many_loopback_ips_spread() {
 /// TIME_WAIT reuse (a port comes back only after 60 s, past the test; the
 /// namespace default 2 would reuse loopback TIME_WAIT older than 1 s and
 /// hide an exhaustion), and RFC 1337 (a stale ACK must not kill a
-/// TIME_WAIT through a RST: see netns_port_exhaustion).
+/// TIME_WAIT through a RST: see [`setup_port_range_netns`]).
 fn setup(cpu_index: usize) {
     let cpus = allowed_cpus();
-    setup_netns(&[
-        ("net/ipv4/ip_local_port_range", RANGE),
-        ("net/ipv4/ip_local_reserved_ports", ""),
-        ("net/ipv4/tcp_tw_reuse", "0"),
-        ("net/ipv4/tcp_timestamps", "1"),
-        ("net/ipv4/tcp_rfc1337", "1"),
-    ]);
-    assert_eq!(ephemeral_limit(), LIMIT);
+    assert_eq!(setup_port_range_netns(RANGE, "0"), LIMIT);
     // setup_netns pinned the test to the first CPU; tests of this file
     // running in parallel take turns over the CPUs instead.
     pin_to_nth_cpu(&cpus, cpu_index);
-}
-
-fn start_agent() -> (Agent, Scraper) {
-    let mut agent = Agent::spawn(&[]);
-    let scraper = Scraper::connect(&mut agent);
-    (agent, scraper)
 }
 
 /// A temp dir that nginx's workers may enter (0755) and the upstream's
@@ -171,28 +147,18 @@ fn socket_dir() -> (tempfile::TempDir, String) {
 }
 
 /// `sockscope upstream --behavior keepalive` (never closes first) on
-/// `listen` (`IP:PORT` or `unix:PATH`).
+/// `listen` (`IP:PORT` or `unix:PATH`), listening.
 fn start_upstream(listen: &str) -> LabProcess {
-    LabProcess::sockscope(
+    LabProcess::listening(
         "upstream",
         &["upstream", "--listen", listen, "--behavior", "keepalive"],
+        listen,
     )
 }
 
 /// One keep-alive upstream per IP of [`UPSTREAMS`], listening.
 fn start_tcp_upstreams() -> Vec<LabProcess> {
-    UPSTREAMS
-        .iter()
-        .map(|u| {
-            let mut up = start_upstream(u);
-            wait_listening(
-                &format!("the upstream listening on {u}"),
-                || tcp_listening(u),
-                || up.assert_running(),
-            );
-            up
-        })
-        .collect()
+    UPSTREAMS.iter().map(|u| start_upstream(u)).collect()
 }
 
 /// `sockscope proxy --keepalive 0` toward `upstreams` (round robin).
@@ -201,34 +167,7 @@ fn start_proxy(upstreams: &[&str]) -> LabProcess {
     for u in upstreams {
         args.extend(["--upstream", u]);
     }
-    let mut proxy = LabProcess::sockscope("proxy", &args);
-    wait_listening(
-        "the proxy listening",
-        || tcp_listening(PROXY),
-        || proxy.assert_running(),
-    );
-    proxy
-}
-
-/// The `http { }` body of the nginx tests: `upstream` block `u`, HTTP/1.1
-/// toward it without a keepalive pool and with the `Connection` header
-/// emptied (so the keep-alive upstream never closes first and nginx
-/// closes each upstream connection after its response, like `sockscope
-/// proxy --keepalive 0`); client connections may carry any number of
-/// requests.
-fn nginx_http(upstream: &str) -> String {
-    format!(
-        "{upstream}\n\
-         server {{\n\
-         listen {PROXY};\n\
-         keepalive_requests 100000;\n\
-         location / {{\n\
-         proxy_pass http://u;\n\
-         proxy_http_version 1.1;\n\
-         proxy_set_header Connection \"\";\n\
-         }}\n\
-         }}"
-    )
+    LabProcess::listening("proxy", &args, PROXY)
 }
 
 // ---------------------------------------------------------------------------
@@ -250,25 +189,6 @@ fn stream(m: &Metrics, state: &str) -> f64 {
     )
 }
 
-/// `/proc/net/unix` per (type, state) against the agent, every state of
-/// `stream` (the agent reports each, zero or not).
-fn assert_unix_matches(m: &Metrics, truth: &BTreeMap<(&'static str, &'static str), u64>) {
-    for st in [
-        "unconnected",
-        "connecting",
-        "connected",
-        "disconnecting",
-        "listen",
-    ] {
-        let want = truth.get(&("stream", st)).copied().unwrap_or(0) as f64;
-        assert_eq!(
-            stream(m, st),
-            want,
-            "sockscope_unix_sockets{{stream,{st}}} vs /proc/net/unix {truth:?}"
-        );
-    }
-}
-
 /// A proxy at [`PROXY`] toward the UNIX socket `sock`, closing each
 /// upstream connection: more than 1000 requests pass, the agent never
 /// shows a TCP pool other than the clients' (toward the proxy) and its
@@ -279,7 +199,7 @@ fn unix_run(scraper: &mut Scraper, sock: &str) {
     let expected_pools = BTreeSet::from([PROXY.to_owned(), AGENT_ADDR.to_owned()]);
     let unix_truth = || unix_counts(&proc_net_unix());
     let (before, m) = measure(scraper, unix_truth);
-    assert_unix_matches(&m, &before);
+    assert_unix_sockets(&m, &before, &["stream"], false);
     let listener = m.listener("unix", sock);
     assert_eq!(listener.sockets, Some(1.0), "{listener:?}");
     let base_connected = stream(&m, "connected");
@@ -289,32 +209,36 @@ fn unix_run(scraper: &mut Scraper, sock: &str) {
     let seen = AtomicBool::new(false);
     let mut peak = (base_connected, 0.0);
     let mut polls = 0;
-    let (counts, connects) = std::thread::scope(|s| {
-        let load = s.spawn(|| load_until(UNIX_CLIENTS, &seen));
-        while !load.is_finished() {
-            let m = scraper.scrape_after(now_unix());
-            polls += 1;
-            let pools = pool_destinations(&m);
-            assert!(
-                pools.is_subset(&expected_pools),
-                "a TCP pool toward the UNIX upstream? {pools:?}"
-            );
-            let connected = stream(&m, "connected");
-            let accepted = m
-                .listener("unix", sock)
-                .connected
-                .expect("listen_connections of the UNIX listener");
-            if connected > peak.0 {
-                peak.0 = connected;
-            }
-            if accepted > peak.1 {
-                peak.1 = accepted;
-            }
-            if connected > base_connected && accepted > 0.0 {
-                seen.store(true, Ordering::Relaxed);
-            }
+    let load = || {
+        concurrent_load_until(
+            PROXY,
+            UNIX_CLIENTS,
+            MIN_LOAD..=MAX_LOAD,
+            &seen,
+            Duration::from_secs(20),
+        )
+    };
+    let (counts, connects) = scraper.scrape_while(load, |m| {
+        polls += 1;
+        let pools = pool_destinations(m);
+        assert!(
+            pools.is_subset(&expected_pools),
+            "a TCP pool toward the UNIX upstream? {pools:?}"
+        );
+        let connected = stream(m, "connected");
+        let accepted = m
+            .listener("unix", sock)
+            .connected
+            .expect("listen_connections of the UNIX listener");
+        if connected > peak.0 {
+            peak.0 = connected;
         }
-        load.join().unwrap()
+        if accepted > peak.1 {
+            peak.1 = accepted;
+        }
+        if connected > base_connected && accepted > 0.0 {
+            seen.store(true, Ordering::Relaxed);
+        }
     });
     let sent: u64 = counts.values().sum();
     let elapsed = started.elapsed();
@@ -377,7 +301,7 @@ fn unix_run(scraper: &mut Scraper, sock: &str) {
     );
     let pools = pool_destinations(&m);
     assert!(pools.is_subset(&expected_pools), "{pools:?}");
-    assert_unix_matches(&m, &after);
+    assert_unix_sockets(&m, &after, &["stream"], false);
     assert_eq!(after, before, "UNIX sockets left behind by the load");
     assert_eq!(
         m.listener("unix", sock).connected,
@@ -392,48 +316,6 @@ fn unix_run(scraper: &mut Scraper, sock: &str) {
     println!(
         "after the load: TIME_WAIT only the clients' {connects} toward {PROXY}; /proc/net/unix back to {after:?}"
     );
-}
-
-/// `clients` keep-alive clients send GETs to the proxy: at least
-/// [`MIN_LOAD`], then on until `stop` is set, at most [`MAX_LOAD`] and
-/// 20 s. Returns the statuses (0 = an I/O error) and the connections the
-/// clients opened (they close them, first, when done).
-fn load_until(clients: usize, stop: &AtomicBool) -> (BTreeMap<u16, u64>, u64) {
-    let next = AtomicU64::new(0);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let results: Vec<(BTreeMap<u16, u64>, u64)> = std::thread::scope(|s| {
-        let handles: Vec<_> = (0..clients)
-            .map(|_| {
-                let next = &next;
-                s.spawn(move || {
-                    let mut c = HttpClient::new(PROXY);
-                    let mut counts = BTreeMap::new();
-                    loop {
-                        let n = next.fetch_add(1, Ordering::Relaxed);
-                        if n >= MAX_LOAD
-                            || (n >= MIN_LOAD && stop.load(Ordering::Relaxed))
-                            || Instant::now() > deadline
-                        {
-                            break;
-                        }
-                        let status = c.get("/").map_or(0, |r| r.status);
-                        *counts.entry(status).or_insert(0) += 1;
-                    }
-                    (counts, c.connects)
-                })
-            })
-            .collect();
-        handles.into_iter().map(|h| h.join().unwrap()).collect()
-    });
-    let mut counts = BTreeMap::new();
-    let mut connects = 0;
-    for (c, n) in results {
-        connects += n;
-        for (k, v) in c {
-            *counts.entry(k).or_insert(0) += v;
-        }
-    }
-    (counts, connects)
 }
 
 // ---------------------------------------------------------------------------

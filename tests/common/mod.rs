@@ -165,6 +165,25 @@ pub fn setup_netns(sysctls: &[(&str, &str)]) {
     }
 }
 
+/// The namespace of the port-exhaustion tests ([`setup_netns`]): `range`
+/// as `ip_local_port_range`, no reserved ports, `tcp_tw_reuse` =
+/// `tw_reuse`, TCP timestamps on, and `tcp_rfc1337` = 1: on loopback with
+/// 2+ CPUs a stale ACK from the server can reach the client's TIME_WAIT
+/// after the server closed; the TIME_WAIT answers, the server's stack
+/// answers that with a RST, and with tcp_rfc1337=0 the RST kills the
+/// TIME_WAIT and frees its port (seen 0-3 times per 2000 connections).
+/// Returns the [`ephemeral_limit`] then in force.
+pub fn setup_port_range_netns(range: &str, tw_reuse: &str) -> u64 {
+    setup_netns(&[
+        ("net/ipv4/ip_local_port_range", range),
+        ("net/ipv4/ip_local_reserved_ports", ""),
+        ("net/ipv4/tcp_tw_reuse", tw_reuse),
+        ("net/ipv4/tcp_timestamps", "1"),
+        ("net/ipv4/tcp_rfc1337", "1"),
+    ]);
+    ephemeral_limit()
+}
+
 /// Reads a sysctl under /proc/sys (e.g. `net/ipv4/ip_local_port_range`).
 pub fn sysctl(key: &str) -> String {
     std::fs::read_to_string(Path::new("/proc/sys").join(key))
@@ -232,7 +251,6 @@ impl Agent {
     pub fn spawn(extra: &[&str]) -> Agent {
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("agent.log");
-        let file = std::fs::File::create(&log).unwrap();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_sockscope"));
         cmd.args([
             "agent",
@@ -241,21 +259,8 @@ impl Agent {
             "--poll.interval",
             "100ms",
         ])
-        .args(extra)
-        .stdin(Stdio::null())
-        .stdout(file.try_clone().unwrap())
-        .stderr(file);
-        use std::os::unix::process::CommandExt;
-        // SAFETY: prctl is async-signal-safe; nothing else runs in the child.
-        unsafe {
-            cmd.pre_exec(|| {
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
-        let child = cmd.spawn().expect("spawning the agent");
+        .args(extra);
+        let child = spawn_logged(&mut cmd, &log, libc::SIGKILL).expect("spawning the agent");
         Agent {
             child,
             log,
@@ -453,6 +458,32 @@ impl Scraper {
             std::thread::sleep(Duration::from_millis(20));
         }
     }
+
+    /// Runs `work` on another thread and, until it has finished, reads
+    /// every agent poll ([`Scraper::scrape_after`] the previous read) and
+    /// hands it to `each_poll`; returns what `work` returned.
+    pub fn scrape_while<T: Send>(
+        &mut self,
+        work: impl FnOnce() -> T + Send,
+        mut each_poll: impl FnMut(&Metrics),
+    ) -> T {
+        std::thread::scope(|s| {
+            let work = s.spawn(work);
+            while !work.is_finished() {
+                let m = self.scrape_after(now_unix());
+                each_poll(&m);
+            }
+            work.join().unwrap()
+        })
+    }
+}
+
+/// Spawns the agent ([`Agent::spawn`] with `extra` flags) and connects
+/// its one scrape connection ([`Scraper::connect`]).
+pub fn start_agent(extra: &[&str]) -> (Agent, Scraper) {
+    let mut agent = Agent::spawn(extra);
+    let scraper = Scraper::connect(&mut agent);
+    (agent, scraper)
 }
 
 /// Reads the ground truth, waits for an agent poll newer than that read,
@@ -782,29 +813,32 @@ pub struct SsTcpRow {
     pub peer: String,
 }
 
-/// Runs `ss` with `args` and parses its TCP rows (header skipped).
-pub fn ss_tcp(args: &[&str]) -> Vec<SsTcpRow> {
+/// Runs `ss` with `args`, asserts its header starts with `first_column`,
+/// and parses each non-empty line after it with `row`.
+fn ss_rows<T>(args: &[&str], first_column: &str, row: impl Fn(&str) -> T) -> Vec<T> {
     let out = run_ok("ss", args);
     let mut lines = out.lines();
     let header = lines.next().unwrap_or_default();
     assert!(
-        header.starts_with("State"),
-        "ss {args:?}: no State column: {header:?}"
+        header.starts_with(first_column),
+        "ss {args:?}: no {first_column} column first: {header:?}"
     );
-    lines
-        .filter(|l| !l.trim().is_empty())
-        .map(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            assert!(f.len() >= 5, "ss {args:?}: short line {l:?}");
-            SsTcpRow {
-                state: f[0].to_owned(),
-                recv_q: f[1].parse().unwrap(),
-                send_q: f[2].parse().unwrap(),
-                local: f[3].to_owned(),
-                peer: f[4].to_owned(),
-            }
-        })
-        .collect()
+    lines.filter(|l| !l.trim().is_empty()).map(row).collect()
+}
+
+/// Runs `ss` with `args` and parses its TCP rows (header skipped).
+pub fn ss_tcp(args: &[&str]) -> Vec<SsTcpRow> {
+    ss_rows(args, "State", |l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        assert!(f.len() >= 5, "ss {args:?}: short line {l:?}");
+        SsTcpRow {
+            state: f[0].to_owned(),
+            recv_q: f[1].parse().unwrap(),
+            send_q: f[2].parse().unwrap(),
+            local: f[3].to_owned(),
+            peer: f[4].to_owned(),
+        }
+    })
 }
 
 /// The agent's `state` label(s) for an `ss` TCP state name. SYN-RECV maps
@@ -893,31 +927,21 @@ pub struct SsUnixRow {
 }
 
 pub fn ss_unix(args: &[&str]) -> Vec<SsUnixRow> {
-    let out = run_ok("ss", args);
-    let mut lines = out.lines();
-    let header = lines.next().unwrap_or_default();
-    assert!(
-        header.starts_with("Netid"),
-        "ss {args:?}: unexpected header {header:?}"
-    );
-    lines
-        .filter(|l| !l.trim().is_empty())
-        .map(|l| {
-            let mut it = l.split_whitespace();
-            let mut col = || {
-                it.next()
-                    .unwrap_or_else(|| panic!("ss {args:?}: short line {l:?}"))
-            };
-            let (netid, state, rq, sq) = (col(), col(), col(), col());
-            SsUnixRow {
-                netid: netid.to_owned(),
-                state: state.to_owned(),
-                recv_q: rq.parse().unwrap(),
-                send_q: sq.parse().unwrap(),
-                rest: it.collect::<Vec<_>>().join(" "),
-            }
-        })
-        .collect()
+    ss_rows(args, "Netid", |l| {
+        let mut it = l.split_whitespace();
+        let mut col = || {
+            it.next()
+                .unwrap_or_else(|| panic!("ss {args:?}: short line {l:?}"))
+        };
+        let (netid, state, rq, sq) = (col(), col(), col(), col());
+        SsUnixRow {
+            netid: netid.to_owned(),
+            state: state.to_owned(),
+            recv_q: rq.parse().unwrap(),
+            send_q: sq.parse().unwrap(),
+            rest: it.collect::<Vec<_>>().join(" "),
+        }
+    })
 }
 
 /// The `ss -xl` row of the listener bound to `path`: (Recv-Q, Send-Q).
@@ -1010,6 +1034,43 @@ pub fn unix_counts(lines: &[ProcUnixLine]) -> BTreeMap<(&'static str, &'static s
     m
 }
 
+/// The `state` labels of `sockscope_unix_sockets`.
+pub const UNIX_STATE_LABELS: [&str; 5] = [
+    "unconnected",
+    "connecting",
+    "connected",
+    "disconnecting",
+    "listen",
+];
+
+/// Asserts `sockscope_unix_sockets{sock_type, state}` against `truth`
+/// (/proc/net/unix by [`unix_counts`]) for every type of `types` and every
+/// state of [`UNIX_STATE_LABELS`] (the agent reports each, zero or not).
+/// With `disconnecting_invisible` the agent's `disconnecting` must be 0
+/// whatever /proc/net/unix shows: unix_diag (the netlink source, the
+/// agent's default) skips sockets without an inode (sk_diag_dump()), so
+/// SS_DISCONNECTING orphans are invisible to it.
+pub fn assert_unix_sockets(
+    m: &Metrics,
+    truth: &BTreeMap<(&'static str, &'static str), u64>,
+    types: &[&str],
+    disconnecting_invisible: bool,
+) {
+    for &t in types {
+        for st in UNIX_STATE_LABELS {
+            let got = m.value("sockscope_unix_sockets", &[("sock_type", t), ("state", st)]);
+            let mut want = truth.get(&(t, st)).copied().unwrap_or(0);
+            if disconnecting_invisible && st == "disconnecting" {
+                want = 0;
+            }
+            assert_eq!(
+                got, want as f64,
+                "sockscope_unix_sockets{{sock_type={t},state={st}}}; /proc/net/unix: {truth:?}"
+            );
+        }
+    }
+}
+
 /// The `tw` figure of the `TCP:` line of /proc/net/sockstat.
 pub fn sockstat_tw() -> u64 {
     sockstat_tcp("tw")
@@ -1099,18 +1160,69 @@ pub fn ephemeral_limit() -> u64 {
     n - r
 }
 
-// --- seed 000/002 scenario helpers ---
+// --- scenario helpers (seeds 000, 001, 002 and the memory scenario) ---
 //
 // Lab processes (`sockscope proxy` / `sockscope upstream`), a real nginx
 // with its own config in a temp dir, a keep-alive HTTP/1.1 load client,
 // and the ground truth of one ephemeral-port pool. Used by
-// tests/scenario_seed000.rs and tests/scenario_seed002.rs.
+// tests/scenario_seed000.rs, tests/scenario_seed001.rs,
+// tests/scenario_seed002.rs and tests/scenario_memory.rs.
 
-/// A `sockscope` lab child (`proxy`, `upstream`) with stdout and stderr in
-/// a log file; SIGKILL on drop (and when the spawning thread dies), its log
-/// printed when the test is panicking.
+/// Spawns `cmd` with stdin from /dev/null and stdout and stderr into
+/// `log` (created); the child gets `death_signal` when the spawning thread
+/// dies (`PR_SET_PDEATHSIG`).
+fn spawn_logged(
+    cmd: &mut Command,
+    log: &Path,
+    death_signal: libc::c_int,
+) -> std::io::Result<Child> {
+    let file = std::fs::File::create(log)?;
+    cmd.stdin(Stdio::null())
+        .stdout(file.try_clone()?)
+        .stderr(file);
+    use std::os::unix::process::CommandExt;
+    // SAFETY: prctl is async-signal-safe; nothing else runs in the child.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, death_signal) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    cmd.spawn()
+}
+
+/// Sends `signal` to `pid`, waits (bounded: 5 s) for `child` to exit, then
+/// SIGKILLs it.
+fn stop_child(child: &mut Child, signal: libc::c_int) {
+    if let Ok(None) = child.try_wait() {
+        // SAFETY: a signal to our own, not yet reaped, child.
+        unsafe { libc::kill(child.id() as libc::pid_t, signal) };
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(5) {
+            if let Ok(Some(_)) = child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// The last `n` lines of `text`.
+fn last_lines(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// A `sockscope` lab child (`proxy`, `upstream`) whose PID is exposed;
+/// stdout and stderr go to a log file. SIGKILL when the spawning thread
+/// dies; on drop SIGTERM, a bounded wait (5 s), then SIGKILL, by PID; its
+/// log (last 40 lines) printed when the test is panicking.
 pub struct LabProcess {
-    name: String,
+    pub name: String,
     child: Child,
     log: PathBuf,
     _dir: tempfile::TempDir,
@@ -1121,31 +1233,36 @@ impl LabProcess {
     pub fn sockscope(name: &str, args: &[&str]) -> LabProcess {
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join(format!("{name}.log"));
-        let file = std::fs::File::create(&log).unwrap();
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_sockscope"));
-        cmd.args(args)
-            .stdin(Stdio::null())
-            .stdout(file.try_clone().unwrap())
-            .stderr(file);
-        use std::os::unix::process::CommandExt;
-        // SAFETY: prctl is async-signal-safe; nothing else runs in the child.
-        unsafe {
-            cmd.pre_exec(|| {
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
-        let child = cmd
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawning sockscope {name}: {e}"));
+        let child = spawn_logged(
+            Command::new(env!("CARGO_BIN_EXE_sockscope")).args(args),
+            &log,
+            libc::SIGKILL,
+        )
+        .unwrap_or_else(|e| panic!("spawning sockscope {name}: {e}"));
         LabProcess {
             name: name.to_owned(),
             child,
             log,
             _dir: dir,
         }
+    }
+
+    /// Starts `sockscope ARGS...` and waits ([`wait_listening`], bounded:
+    /// 10 s, never connecting) until it listens on `listen`: `IP:PORT` (a
+    /// TCP listener in `ss -ltn`) or `unix:PATH` (a UNIX stream listener
+    /// in /proc/net/unix).
+    pub fn listening(name: &str, args: &[&str], listen: &str) -> LabProcess {
+        let mut p = LabProcess::sockscope(name, args);
+        let what = format!("sockscope {name} listening on {listen}");
+        match listen.strip_prefix("unix:") {
+            Some(path) => wait_listening(&what, || unix_listening(path), || p.assert_running()),
+            None => wait_listening(&what, || tcp_listening(listen), || p.assert_running()),
+        }
+        p
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// The log so far.
@@ -1167,18 +1284,12 @@ impl LabProcess {
 
 impl Drop for LabProcess {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        stop_child(&mut self.child, libc::SIGTERM);
         if std::thread::panicking() {
-            let log = self.log();
-            let lines: Vec<&str> = log.lines().collect();
-            let tail = &lines[lines.len().saturating_sub(40)..];
             eprintln!(
-                "----- sockscope {} log (last {} of {} lines) -----\n{}",
+                "----- sockscope {} log (last 40 lines) -----\n{}",
                 self.name,
-                tail.len(),
-                lines.len(),
-                tail.join("\n")
+                last_lines(&self.log(), 40)
             );
         }
     }
@@ -1240,21 +1351,42 @@ pub fn nginx_or_skip(test: &str) -> bool {
     false
 }
 
-/// A real nginx (`daemon off;`, one worker) with its own config, pid,
-/// error log and temp paths in a temp dir (mode 0755, and `user root;`
-/// when running as root, so workers can reach sockets in it). Stopped on
-/// drop: SIGTERM to its process group, waited for (bounded), then SIGKILL.
+/// Runs `body` in a private network namespace ([`run_in_netns`]) when
+/// nginx can be run; otherwise follows the CI=true rule
+/// ([`nginx_or_skip`]).
+pub fn run_in_netns_with_nginx(test_name: &str, body: impl FnOnce()) {
+    if nginx_or_skip(test_name) {
+        run_in_netns(test_name, body);
+    }
+}
+
+/// The `events { }` block of nginx when the test does not care.
+pub const NGINX_EVENTS: &str = "worker_connections 1024;";
+
+/// A real nginx started with its own config in a temp dir (mode 0755,
+/// `user root;` as root so the worker reaches sockets in it): `daemon off;`,
+/// `master_process on`, one worker, pid, error log (level `info`) and every
+/// temp path in the dir, `access_log off`. The master runs in its own
+/// process group. Stopped on drop: SIGTERM to the master, a bounded wait
+/// (5 s), then SIGKILL to the master and to its process group (a worker
+/// that outlived it).
 pub struct Nginx {
     child: Child,
+    workers: Vec<u32>,
     dir: tempfile::TempDir,
 }
 
 impl Nginx {
-    /// Starts nginx with `http_body` as the content of its `http { }`
-    /// block and waits until it listens on `listen` (`IP:PORT`).
-    pub fn start(http_body: &str, listen: &str) -> Nginx {
+    /// Starts nginx with `events` and `http` as the contents of those
+    /// blocks and waits (bounded: 10 s) until it listens on `listen`
+    /// (`IP:PORT`, checked with `ss -ltn`, never by connecting) and its
+    /// worker runs.
+    pub fn start(events: &str, http: &str, listen: &str) -> Nginx {
         let bin = nginx_binary().expect("nginx binary (check nginx_or_skip first)");
-        let dir = tempfile::tempdir().unwrap();
+        let dir = tempfile::Builder::new()
+            .prefix("sockscope-nginx-")
+            .tempdir()
+            .unwrap();
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
         let d = dir.path().display().to_string();
@@ -1264,60 +1396,70 @@ impl Nginx {
         } else {
             ""
         };
+        // Temp paths only for the modules compiled in (nginx-light lacks
+        // some); `nginx -V` names the removed ones `--without-http_X_module`.
+        let v = Command::new(&bin).arg("-V").output().unwrap();
+        let configure = String::from_utf8_lossy(&v.stderr).into_owned();
+        let mut temp_paths = format!("client_body_temp_path {d}/client_body;\n");
+        for m in ["proxy", "fastcgi", "uwsgi", "scgi"] {
+            if !configure.contains(&format!("--without-http_{m}_module")) {
+                temp_paths.push_str(&format!("{m}_temp_path {d}/{m};\n"));
+            }
+        }
         let conf = format!(
             "{user}\n\
              daemon off;\n\
              master_process on;\n\
              worker_processes 1;\n\
              pid {d}/nginx.pid;\n\
-             error_log {d}/error.log warn;\n\
-             events {{ worker_connections 1024; }}\n\
+             error_log {d}/error.log info;\n\
+             events {{\n{events}\n}}\n\
              http {{\n\
              access_log off;\n\
-             client_body_temp_path {d}/client_body;\n\
-             proxy_temp_path {d}/proxy;\n\
-             fastcgi_temp_path {d}/fastcgi;\n\
-             uwsgi_temp_path {d}/uwsgi;\n\
-             scgi_temp_path {d}/scgi;\n\
-             {http_body}\n\
+             {temp_paths}\
+             {http}\n\
              }}\n"
         );
         let conf_path = dir.path().join("nginx.conf");
         std::fs::write(&conf_path, &conf).unwrap();
-        let out = std::fs::File::create(dir.path().join("stderr.log")).unwrap();
         let mut cmd = Command::new(&bin);
         cmd.arg("-p")
             .arg(dir.path())
             .arg("-c")
             .arg(&conf_path)
             .arg("-e")
-            .arg(dir.path().join("error.log"))
-            .stdin(Stdio::null())
-            .stdout(out.try_clone().unwrap())
-            .stderr(out);
+            .arg(dir.path().join("error.log"));
         use std::os::unix::process::CommandExt;
         cmd.process_group(0);
-        // SAFETY: prctl is async-signal-safe; nothing else runs in the child.
-        // SIGTERM (not SIGKILL) so the master stops its workers too.
-        unsafe {
-            cmd.pre_exec(|| {
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
-        let child = cmd
-            .spawn()
+        // SIGTERM (not SIGKILL) when the spawning thread dies, so the
+        // master stops its worker too.
+        let child = spawn_logged(&mut cmd, &dir.path().join("stderr.log"), libc::SIGTERM)
             .unwrap_or_else(|e| panic!("spawning {}: {e}", bin.display()));
-        let mut nginx = Nginx { child, dir };
+        let mut nginx = Nginx {
+            child,
+            workers: Vec::new(),
+            dir,
+        };
         let listen = listen.to_owned();
-        wait_listening(
-            &format!("nginx listening on {listen}"),
-            || tcp_listening(&listen),
-            || nginx.assert_running(),
+        nginx.workers = wait_for(
+            &format!("nginx listening on {listen} with its worker"),
+            Duration::from_secs(10),
+            || {
+                nginx.assert_running();
+                let workers = child_pids(nginx.child.id());
+                if tcp_listening(&listen) && workers.len() == 1 {
+                    Ok(workers)
+                } else {
+                    Err(format!("workers {workers:?}"))
+                }
+            },
         );
         nginx
+    }
+
+    /// The worker's PID (`worker_processes 1`).
+    pub fn worker_pid(&self) -> u32 {
+        self.workers[0]
     }
 
     /// Panics (with the config and error log) if the master has exited.
@@ -1332,11 +1474,6 @@ impl Nginx {
         }
     }
 
-    /// The temp dir holding the config, logs and temp paths.
-    pub fn dir(&self) -> &Path {
-        self.dir.path()
-    }
-
     /// The error log so far.
     pub fn error_log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("error.log")).unwrap_or_default()
@@ -1346,22 +1483,42 @@ impl Nginx {
 impl Drop for Nginx {
     fn drop(&mut self) {
         let pgid = self.child.id() as libc::pid_t;
-        // SAFETY: signals to the process group nginx was started in.
-        unsafe { libc::kill(-pgid, libc::SIGTERM) };
-        let start = Instant::now();
-        while start.elapsed() < Duration::from_secs(5) {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        // SAFETY: as above; ESRCH once everything has exited.
+        stop_child(&mut self.child, libc::SIGTERM);
+        // A worker that outlived its master is still in the group.
+        // SAFETY: a signal to the process group nginx was started in;
+        // ESRCH once everything has exited.
         unsafe { libc::kill(-pgid, libc::SIGKILL) };
-        let _ = self.child.wait();
         if std::thread::panicking() {
-            eprintln!("----- nginx error log -----\n{}", self.error_log());
+            eprintln!(
+                "----- nginx error log (last 60 lines) -----\n{}",
+                last_lines(&self.error_log(), 60)
+            );
         }
     }
+}
+
+/// The `http { }` body of a reverse proxy on `listen` toward the
+/// `upstream` block `u` (`upstream u { ... }`, its `keepalive` pool or
+/// none): HTTP/1.1 toward it with the `Connection` header emptied, so a
+/// keep-alive upstream never closes first (with nginx's default
+/// `Connection: close` request header it would race nginx for who closes
+/// first, TIME_WAIT on either side) and, without a pool, nginx closes each
+/// upstream connection after its response, like `sockscope proxy
+/// --keepalive 0`. Client connections may carry any number of requests
+/// (the default 1000 would make a keep-alive load client reconnect).
+pub fn nginx_proxy_http(listen: &str, upstream: &str) -> String {
+    format!(
+        "{upstream}\n\
+         server {{\n\
+         listen {listen};\n\
+         keepalive_requests 100000;\n\
+         location / {{\n\
+         proxy_pass http://u;\n\
+         proxy_http_version 1.1;\n\
+         proxy_set_header Connection \"\";\n\
+         }}\n\
+         }}"
+    )
 }
 
 /// One HTTP response as [`HttpClient`] read it.
@@ -1563,7 +1720,25 @@ pub fn concurrent_load(
     total: u64,
     limit: Duration,
 ) -> (BTreeMap<u16, u64>, u64) {
+    let never = std::sync::atomic::AtomicBool::new(false);
+    concurrent_load_until(addr, clients, total..=total, &never, limit)
+}
+
+/// `clients` threads, each with its own keep-alive [`HttpClient`] to
+/// `addr`, share GETs of `/`: at least `*requests.start()`, then on until
+/// `stop` is set, at most `*requests.end()`, and bounded by `limit` in
+/// time (past it the threads stop and the shortfall shows in the count).
+/// Returns the statuses counted (0 = an I/O error) and the connections
+/// the clients opened (they close them, first, when done).
+pub fn concurrent_load_until(
+    addr: &str,
+    clients: usize,
+    requests: std::ops::RangeInclusive<u64>,
+    stop: &std::sync::atomic::AtomicBool,
+    limit: Duration,
+) -> (BTreeMap<u16, u64>, u64) {
     use std::sync::atomic::{AtomicU64, Ordering};
+    let (min, max) = requests.into_inner();
     let next = AtomicU64::new(0);
     let deadline = Instant::now() + limit;
     let results: Vec<(BTreeMap<u16, u64>, u64)> = std::thread::scope(|s| {
@@ -1573,8 +1748,14 @@ pub fn concurrent_load(
                 s.spawn(move || {
                     let mut c = HttpClient::new(addr);
                     let mut counts = BTreeMap::new();
-                    while next.fetch_add(1, Ordering::Relaxed) < total && Instant::now() < deadline
-                    {
+                    loop {
+                        let n = next.fetch_add(1, Ordering::Relaxed);
+                        if n >= max
+                            || (n >= min && stop.load(Ordering::Relaxed))
+                            || Instant::now() >= deadline
+                        {
+                            break;
+                        }
                         let status = c.get("/").map_or(0, |r| r.status);
                         *counts.entry(status).or_insert(0) += 1;
                     }
@@ -1630,113 +1811,12 @@ pub fn pin_to_nth_cpu(cpus: &[usize], n: usize) -> usize {
     cpu
 }
 
-// --- seed 001 scenario helpers ---
+// --- one-shot HTTP exchanges and small ground-truth readers ---
 //
-// Used by tests/scenario_seed001.rs and tests/scenario_memory.rs: a lab
-// child whose PID is known (VmRSS, prlimit), nginx with a chosen `events`
-// block and known worker PIDs, a one-shot HTTP/1.1 client that records how
-// each exchange ended (status, time to the head, complete framing, EOF,
-// RST or the client's own time limit), and small ground-truth readers.
-
-/// A child process (a `sockscope` lab command) whose PID is exposed;
-/// stdout and stderr go to a log file. SIGKILL when the spawning thread
-/// dies; on drop SIGTERM, a bounded wait (5 s), then SIGKILL, by PID.
-pub struct ScenarioChild {
-    pub name: String,
-    child: Child,
-    log: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl ScenarioChild {
-    /// Starts `sockscope ARGS...`.
-    pub fn sockscope(name: &str, args: &[&str]) -> ScenarioChild {
-        let dir = tempfile::tempdir().unwrap();
-        let log = dir.path().join(format!("{name}.log"));
-        let file = std::fs::File::create(&log).unwrap();
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_sockscope"));
-        cmd.args(args)
-            .stdin(Stdio::null())
-            .stdout(file.try_clone().unwrap())
-            .stderr(file);
-        use std::os::unix::process::CommandExt;
-        // SAFETY: prctl is async-signal-safe; nothing else runs in the child.
-        unsafe {
-            cmd.pre_exec(|| {
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
-        let child = cmd
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawning sockscope {name}: {e}"));
-        ScenarioChild {
-            name: name.to_owned(),
-            child,
-            log,
-            _dir: dir,
-        }
-    }
-
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    /// The log so far.
-    pub fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// Panics (with the log) if the process has exited.
-    pub fn assert_running(&mut self) {
-        if let Some(status) = self.child.try_wait().unwrap() {
-            panic!(
-                "{} exited: {status}\n----- its log -----\n{}",
-                self.name,
-                self.log()
-            );
-        }
-    }
-}
-
-/// Sends `signal` to `pid`, waits (bounded: 5 s) for `child` to exit, then
-/// SIGKILLs it.
-fn stop_child(child: &mut Child, signal: libc::c_int) {
-    if let Ok(None) = child.try_wait() {
-        // SAFETY: a signal to our own, not yet reaped, child.
-        unsafe { libc::kill(child.id() as libc::pid_t, signal) };
-        let start = Instant::now();
-        while start.elapsed() < Duration::from_secs(5) {
-            if let Ok(Some(_)) = child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-    let _ = child.kill();
-    let _ = child.wait();
-}
-
-/// The last `n` lines of `text`.
-fn last_lines(text: &str, n: usize) -> String {
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(n)..].join("\n")
-}
-
-impl Drop for ScenarioChild {
-    fn drop(&mut self) {
-        stop_child(&mut self.child, libc::SIGTERM);
-        if std::thread::panicking() {
-            eprintln!(
-                "----- {} log (last 40 lines) -----\n{}",
-                self.name,
-                last_lines(&self.log(), 40)
-            );
-        }
-    }
-}
+// Used by tests/scenario_seed001.rs and tests/scenario_memory.rs: a
+// one-shot HTTP/1.1 client that records how each exchange ended (status,
+// time to the head, complete framing, EOF, RST or the client's own time
+// limit), and readers of PIDs, descriptors, limits and queues.
 
 /// PIDs whose parent is `pid` (from /proc/*/stat).
 pub fn child_pids(pid: u32) -> Vec<u32> {
@@ -1759,155 +1839,6 @@ pub fn child_pids(pid: u32) -> Vec<u32> {
     }
     out.sort();
     out
-}
-
-/// A real nginx started with its own config in a temp dir (mode 0755,
-/// `user root;` as root so the worker reaches sockets in it): `daemon off;`,
-/// `master_process on`, one worker, pid, error log (level `info`) and every
-/// temp path in the dir, `access_log off`. `events` and `http` are the
-/// contents of those blocks. Stopped on drop: SIGTERM to the master
-/// (bounded wait), then SIGKILL to the master and the workers it had, by
-/// PID.
-pub struct ScenarioNginx {
-    child: Child,
-    workers: Vec<u32>,
-    dir: tempfile::TempDir,
-}
-
-impl ScenarioNginx {
-    /// Starts nginx and waits until it listens on `listen` (`IP:PORT`,
-    /// checked with `ss -ltn`, never by connecting) and its worker runs.
-    pub fn start(events: &str, http: &str, listen: &str) -> ScenarioNginx {
-        let bin = nginx_binary().expect("nginx binary (check nginx_or_skip first)");
-        let dir = tempfile::Builder::new()
-            .prefix("sockscope-nginx-")
-            .tempdir()
-            .unwrap();
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-        let d = dir.path().display().to_string();
-        // SAFETY: geteuid has no preconditions.
-        let user = if unsafe { libc::geteuid() } == 0 {
-            "user root;"
-        } else {
-            ""
-        };
-        // Temp paths only for the modules compiled in (nginx-light lacks
-        // some); `nginx -V` names the removed ones `--without-http_X_module`.
-        let v = Command::new(&bin).arg("-V").output().unwrap();
-        let configure = String::from_utf8_lossy(&v.stderr).into_owned();
-        let mut temp_paths = format!("client_body_temp_path {d}/client_body;\n");
-        for m in ["proxy", "fastcgi", "uwsgi", "scgi"] {
-            if !configure.contains(&format!("--without-http_{m}_module")) {
-                temp_paths.push_str(&format!("{m}_temp_path {d}/{m};\n"));
-            }
-        }
-        let conf = format!(
-            "{user}\n\
-             daemon off;\n\
-             master_process on;\n\
-             worker_processes 1;\n\
-             pid {d}/nginx.pid;\n\
-             error_log {d}/error.log info;\n\
-             events {{\n{events}\n}}\n\
-             http {{\n\
-             access_log off;\n\
-             {temp_paths}\
-             {http}\n\
-             }}\n"
-        );
-        let conf_path = dir.path().join("nginx.conf");
-        std::fs::write(&conf_path, &conf).unwrap();
-        let out = std::fs::File::create(dir.path().join("stderr.log")).unwrap();
-        let mut cmd = Command::new(&bin);
-        cmd.arg("-p")
-            .arg(dir.path())
-            .arg("-c")
-            .arg(&conf_path)
-            .arg("-e")
-            .arg(dir.path().join("error.log"))
-            .stdin(Stdio::null())
-            .stdout(out.try_clone().unwrap())
-            .stderr(out);
-        use std::os::unix::process::CommandExt;
-        // SAFETY: prctl is async-signal-safe; nothing else runs in the child.
-        // SIGTERM (not SIGKILL) so the master stops its worker too.
-        unsafe {
-            cmd.pre_exec(|| {
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
-        let child = cmd
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawning {}: {e}", bin.display()));
-        let mut nginx = ScenarioNginx {
-            child,
-            workers: Vec::new(),
-            dir,
-        };
-        let listen = listen.to_owned();
-        wait_for(
-            &format!("nginx listening on {listen} with its worker"),
-            Duration::from_secs(10),
-            || {
-                nginx.assert_running();
-                let workers = child_pids(nginx.child.id());
-                if tcp_listening(&listen) && workers.len() == 1 {
-                    Ok(workers)
-                } else {
-                    Err(format!("workers {workers:?}"))
-                }
-            },
-        );
-        nginx.workers = child_pids(nginx.child.id());
-        nginx
-    }
-
-    /// The worker's PID (`worker_processes 1`).
-    pub fn worker_pid(&self) -> u32 {
-        self.workers[0]
-    }
-
-    /// Panics (with the config and error log) if the master has exited.
-    pub fn assert_running(&mut self) {
-        if let Some(status) = self.child.try_wait().unwrap() {
-            panic!(
-                "nginx exited: {status}\n----- config -----\n{}\n----- error log -----\n{}{}",
-                std::fs::read_to_string(self.dir.path().join("nginx.conf")).unwrap_or_default(),
-                self.error_log(),
-                std::fs::read_to_string(self.dir.path().join("stderr.log")).unwrap_or_default()
-            );
-        }
-    }
-
-    /// The error log so far.
-    pub fn error_log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("error.log")).unwrap_or_default()
-    }
-}
-
-impl Drop for ScenarioNginx {
-    fn drop(&mut self) {
-        stop_child(&mut self.child, libc::SIGTERM);
-        for &w in &self.workers {
-            // A worker that outlived its master (still an nginx process,
-            // so not a reused PID) is ours to end.
-            let comm = std::fs::read_to_string(format!("/proc/{w}/comm")).unwrap_or_default();
-            if comm.trim() == "nginx" {
-                // SAFETY: a signal to the worker PID this nginx started.
-                unsafe { libc::kill(w as libc::pid_t, libc::SIGKILL) };
-            }
-        }
-        if std::thread::panicking() {
-            eprintln!(
-                "----- nginx error log (last 60 lines) -----\n{}",
-                last_lines(&self.error_log(), 60)
-            );
-        }
-    }
 }
 
 /// How a one-shot exchange ([`http_exchange`]) ended.
@@ -2112,6 +2043,19 @@ pub fn unix_path_lines(lines: &[ProcUnixLine], path: &str, st: u8) -> u64 {
         .iter()
         .filter(|l| l.flags & 0x10000 == 0 && l.st == st && l.path.as_deref() == Some(path))
         .count() as u64
+}
+
+/// Waits (bounded: 5 s) until [`unix_path_lines`] of `path` in state `st`
+/// counts `want`; `what` names the wait.
+pub fn wait_unix_path_lines(what: &str, path: &str, st: u8, want: u64) {
+    wait_for(what, Duration::from_secs(5), || {
+        let n = unix_path_lines(&proc_net_unix(), path, st);
+        if n == want {
+            Ok(())
+        } else {
+            Err(format!("{n}"))
+        }
+    });
 }
 
 /// `ss -ltn` (Recv-Q, Send-Q) of the TCP listener on exactly `addr`.
