@@ -135,7 +135,7 @@ EOF
         local totals=() inet=() unixd=() t
         for _ in $(seq 2); do "$BIN" snapshot --timing $1 >/dev/null; done
         for _ in $(seq "$REPS"); do
-            t=$("$BIN" snapshot --timing $1 | awk '/^Poll timing/{p=1} p && NF==3 {v[$1]=$2} END {printf "%s %s %s", v["total"], v["inet_diag_ipv4"]+v["inet_diag_ipv6"]+v["proc_net_tcp"]+v["proc_net_tcp6"], v["unix_diag"]+v["proc_net_unix"]}')
+            t=$("$BIN" snapshot --timing $1 | awk '/^Poll timing/{p=1} p && NF==3 {v[$1]=$2} END {printf "%s %s %s", v["total"], v["inet_diag"]+v["inet_diag_ipv4"]+v["inet_diag_ipv6"]+v["proc_net_tcp"]+v["proc_net_tcp6"], v["unix_diag"]+v["proc_net_unix"]}')
             read -r a b c <<<"$t"
             totals+=("$a") inet+=("$b") unixd+=("$c")
         done
@@ -206,7 +206,7 @@ EOF
                     split($1, a, "\""); v[a[2]] = $2 * 1000
                     if (a[2] ~ /_listen$/) l += $2 * 1000; else s += $2 * 1000 }
                 /^sockscope_census_interval_seconds / { iv = $2 }
-                END {printf "%s %s %s %s %s", s, v["inet_diag_ipv4"] + v["inet_diag_ipv6"], v["unix_diag"], l + 0, iv}')
+                END {printf "%s %s %s %s %s", s, v["inet_diag"] + v["inet_diag_ipv4"] + v["inet_diag_ipv6"], v["unix_diag"], l + 0, iv}')
             read -r a b c d e <<<"$t"
             totals+=("$a") inet+=("$b") unixd+=("$c")
             [[ $d != 0 ]] && listen+=("$d")

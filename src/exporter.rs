@@ -211,7 +211,7 @@ pub fn families(sample: &Sample) -> Vec<MetricFamily> {
         sample
             .sources
             .iter()
-            .any(|s| s.up && names.contains(&s.source))
+            .any(|s| s.up && (names.contains(&s.source) || s.source == "inet_diag"))
     };
     let tcp_up = Family::ALL.into_iter().any(family_up);
     if tcp_up {

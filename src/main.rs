@@ -222,6 +222,7 @@ impl PollArgs {
             top_destinations: self.top_destinations,
             max_listeners: self.max_listeners,
             census: CensusPolicy::EVERY_POLL,
+            inet_diag_any_family: true,
         })
     }
 }

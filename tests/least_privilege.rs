@@ -142,13 +142,7 @@ fn agent_runs_as_nobody_without_capabilities() {
                 .read_to_string()
                 .unwrap();
             let m = Metrics::parse(&body).unwrap();
-            for source in [
-                "inet_diag_ipv4",
-                "inet_diag_ipv6",
-                "unix_diag",
-                "sysctl",
-                "proc_net_netstat",
-            ] {
+            for source in ["inet_diag", "unix_diag", "sysctl", "proc_net_netstat"] {
                 assert_eq!(
                     m.value("sockscope_source_up", &[("source", source)]),
                     1.0,

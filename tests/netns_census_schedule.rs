@@ -99,7 +99,7 @@ fn census_schedule() {
         );
     }
     assert_eq!(
-        m.get("sockscope_source_up", &[("source", "inet_diag_ipv4")]),
+        m.get("sockscope_source_up", &[("source", "inet_diag")]),
         Some(1.0),
         "the census's sources are carried"
     );

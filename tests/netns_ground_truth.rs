@@ -349,7 +349,7 @@ fn ground_truth(source: Source) {
 
     // The sources are up, and are the ones asked for.
     let expected_sources: &[&str] = match source {
-        Source::Netlink => &["inet_diag_ipv4", "inet_diag_ipv6", "unix_diag"],
+        Source::Netlink => &["inet_diag", "unix_diag"],
         Source::Procfs => &["proc_net_tcp", "proc_net_tcp6", "proc_net_unix"],
     };
     for s in expected_sources {

@@ -48,6 +48,10 @@ pub struct Config {
     pub max_listeners: usize,
     /// `--census.*`: how often every socket is read.
     pub census: CensusPolicy,
+    /// Dump TCP of both families in one walk when the kernel serves it
+    /// ([`SockDiag::dump_tcp_any_family`], source `inet_diag`); else, or
+    /// when it fails, one dump per family (`inet_diag_ipv4`/`_ipv6`).
+    pub inet_diag_any_family: bool,
 }
 
 /// When the census runs (`--census.cpu-budget-ratio`,
@@ -471,7 +475,30 @@ impl Poller {
         let mut netlink = true;
 
         let mut tcp = TcpCensus::default();
-        for family in Family::ALL {
+        let mut families = &Family::ALL[..];
+        let any_family = mode != SourceMode::Procfs
+            && run.poller.cfg.inet_diag_any_family
+            && run.poller.netlink().is_ok_and(|nl| nl.any_family());
+        if any_family {
+            let both = run.source("inet_diag", |p| {
+                let nl = p.netlink()?;
+                let mut c = TcpCensus::default();
+                let mut visit = |s: TcpSocket| c.observe(model.as_ref(), &s);
+                // Listeners first, as below.
+                let mut stats = nl.dump_tcp_any_family(TCP_LISTEN_ONLY, &mut visit)?;
+                stats.add(nl.dump_tcp_any_family(TCP_ALL_STATES & !TCP_LISTEN_ONLY, &mut visit)?);
+                Ok((c, stats))
+            });
+            match both {
+                Some(c) => {
+                    tcp = c;
+                    families = &[];
+                }
+                // Reopen; the per-family dumps below try again.
+                None => run.poller.netlink = None,
+            }
+        }
+        for &family in families {
             let mut census = None;
             if mode != SourceMode::Procfs {
                 census = run.source(netlink_name(family), |p| {
@@ -611,6 +638,7 @@ impl Poller {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::TcpState;
 
     fn poller(census: CensusPolicy) -> Poller {
         Poller::new(Config {
@@ -619,6 +647,7 @@ mod tests {
             top_destinations: 20,
             max_listeners: 100_000,
             census,
+            inet_diag_any_family: true,
         })
     }
 
@@ -673,7 +702,7 @@ mod tests {
             first
                 .sources
                 .iter()
-                .any(|s| s.source == "inet_diag_ipv4" && s.up)
+                .any(|s| s.source == "inet_diag" && s.up)
         );
 
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -707,6 +736,42 @@ mod tests {
         assert!(again.census.fresh);
         assert!(!again.sources.iter().any(|s| s.source.ends_with("_listen")));
         assert_eq!(listener_row(&again, port).map(|r| r.length), Some(1));
+    }
+
+    /// One inet_diag dump for both families (`inet_diag`), or one per
+    /// family when that is off; both see a listener of each family.
+    #[test]
+    fn inet_diag_one_dump_or_per_family() {
+        let v4 = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let v6 = std::net::TcpListener::bind("[::1]:0").unwrap();
+        let (p4, p6) = (
+            v4.local_addr().unwrap().port(),
+            v6.local_addr().unwrap().port(),
+        );
+        for any_family in [true, false] {
+            let mut p = poller(CensusPolicy::EVERY_POLL);
+            p.cfg.inet_diag_any_family = any_family;
+            let s = p.poll();
+            let up: Vec<&str> = s
+                .sources
+                .iter()
+                .filter(|x| x.up && x.source.starts_with("inet_diag"))
+                .map(|x| x.source)
+                .collect();
+            let want: &[&str] = if any_family {
+                &["inet_diag"]
+            } else {
+                &["inet_diag_ipv4", "inet_diag_ipv6"]
+            };
+            assert_eq!(up, want, "sources with any_family = {any_family}");
+            assert!(listener_row(&s, p4).is_some(), "127.0.0.1:{p4}");
+            let name6 = format!("[::1]:{p6}");
+            assert!(
+                s.listeners.iter().any(|l| l.listener.listener == name6),
+                "{name6} with any_family = {any_family}"
+            );
+            assert!(s.tcp.family(Family::Ipv6)[TcpState::Listen.index()] >= 1);
+        }
     }
 
     /// procfs cannot dump listeners alone: every poll is a census.

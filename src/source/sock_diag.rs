@@ -14,8 +14,8 @@ use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use netlink_packet_core::{
-    DoneBuffer, ErrorBuffer, NLM_F_DUMP, NLM_F_REQUEST, NLMSG_DONE, NLMSG_ERROR, NetlinkBuffer,
-    NetlinkHeader, NetlinkMessage, NlasIterator, Parseable, parse_u8, parse_u32,
+    DoneBuffer, Emitable, ErrorBuffer, NLM_F_DUMP, NLM_F_REQUEST, NLMSG_DONE, NLMSG_ERROR,
+    NetlinkBuffer, NetlinkHeader, NetlinkMessage, NlasIterator, Parseable, parse_u8, parse_u32,
 };
 use netlink_packet_sock_diag::{
     AF_INET, AF_INET6, IPPROTO_TCP, SOCK_DIAG_BY_FAMILY, SockDiagMessage, UNIX_DIAG_ICONS,
@@ -34,6 +34,14 @@ use crate::source::{ReadStats, SourceError};
 /// Receive buffer size. The kernel sizes dump skbs by the reader's buffer
 /// (up to 32 KiB per `recvmsg`, `netlink_dump()`); 64 KiB never truncates.
 const RECV_BUF: usize = 64 * 1024;
+
+/// `nlmsg_type` of the legacy inet_diag request and its replies
+/// (include/uapi/linux/inet_diag.h), which dumps both address families in
+/// one walk: see [`SockDiag::dump_tcp_any_family`].
+pub const TCPDIAG_GETSOCK: u16 = 18;
+/// Length of the legacy `struct inet_diag_req`: family, src_len, dst_len,
+/// ext (1 byte each), `struct inet_diag_sockid` (48), states, dbs (4 each).
+const INET_DIAG_REQ_LEN: usize = 60;
 
 /// inet_diag state mask of every TCP state (bits 1..=12, incl.
 /// `TCP_NEW_SYN_RECV` = 12, which the crate's `StateFlags::all()` omits).
@@ -127,7 +135,7 @@ pub fn walk_frames<'a>(
                         None => Frame::Other, // an ACK
                     }
                 }
-                SOCK_DIAG_BY_FAMILY => Frame::Socket(msg.payload()),
+                SOCK_DIAG_BY_FAMILY | TCPDIAG_GETSOCK => Frame::Socket(msg.payload()),
                 _ => Frame::Other,
             }
         };
@@ -278,11 +286,26 @@ fn unix_name(value: &[u8]) -> Result<UnixName, netlink_packet_core::DecodeError>
     }
 }
 
+/// Decodes one inet_diag reply for `visit`, or counts it as malformed.
+fn inet_socket(payload: &[u8], stats: &mut ReadStats, visit: &mut dyn FnMut(TcpSocket)) {
+    match decode_inet(payload) {
+        Ok(s) => {
+            stats.records += 1;
+            visit(s);
+        }
+        Err(e) => {
+            stats.parse_errors += 1;
+            tracing::debug!(error = %e, "skipping malformed inet_diag message");
+        }
+    }
+}
+
 /// A `NETLINK_SOCK_DIAG` socket, reused across polls.
 pub struct SockDiag {
     socket: Socket,
     buf: Vec<u8>,
     seq: u32,
+    any_family: bool,
 }
 
 impl SockDiag {
@@ -295,10 +318,59 @@ impl SockDiag {
         let mut socket = Socket::new(NETLINK_SOCK_DIAG).map_err(nl("socket"))?;
         socket.bind_auto().map_err(nl("bind"))?;
         socket.connect(&NlAddr::new(0, 0)).map_err(nl("connect"))?;
-        Ok(SockDiag {
+        let mut sd = SockDiag {
             socket,
             buf: vec![0; RECV_BUF],
             seq: 0,
+            any_family: false,
+        };
+        // An empty legacy dump (no state asked: the kernel walks nothing)
+        // says whether the kernel serves it.
+        sd.any_family = sd.dump_tcp_any_family(0, &mut |_| {}).is_ok();
+        Ok(sd)
+    }
+
+    /// True when the kernel serves [`SockDiag::dump_tcp_any_family`]
+    /// (probed when the socket is opened).
+    pub fn any_family(&self) -> bool {
+        self.any_family
+    }
+
+    /// Dumps TCP sockets of both families whose state bit is set in
+    /// `states`, in one walk of the kernel's hash tables.
+    ///
+    /// A `SOCK_DIAG_BY_FAMILY` request names one family, and the kernel
+    /// walks the whole established hash for each, skipping the other
+    /// family's sockets one by one (`inet_diag_dump_icsk()`); the legacy
+    /// `TCPDIAG_GETSOCK` request (`struct inet_diag_req`) is served with
+    /// `sdiag_family = AF_UNSPEC` (`inet_diag_dump_compat()`), one walk for
+    /// both. Replies are the same `struct inet_diag_msg`, each with its own
+    /// `idiag_family`. netlink-packet-sock-diag has no type for the legacy
+    /// request, so its 60 bytes are laid out here.
+    ///
+    /// Errors: as [`SockDiag::dump_tcp`]; a kernel without the legacy
+    /// request answers `EOPNOTSUPP`/`EINVAL` ([`SourceError::Kernel`]).
+    pub fn dump_tcp_any_family(
+        &mut self,
+        states: u32,
+        visit: &mut dyn FnMut(TcpSocket),
+    ) -> Result<ReadStats, SourceError> {
+        self.seq = self.seq.wrapping_add(1);
+        let mut header = NetlinkHeader::default();
+        header.length = (16 + INET_DIAG_REQ_LEN) as u32;
+        header.message_type = TCPDIAG_GETSOCK;
+        header.flags = NLM_F_REQUEST | NLM_F_DUMP;
+        header.sequence_number = self.seq;
+        let mut req = vec![0u8; 16 + INET_DIAG_REQ_LEN];
+        header.emit(&mut req[..16]);
+        // idiag_family (ignored: AF_UNSPEC), src_len, dst_len, ext = 0;
+        // the sockid is zero (no address or port filter) but its cookie,
+        // INET_DIAG_NOCOOKIE; then idiag_states and idiag_dbs = 0.
+        req[16] = AF_INET;
+        req[16 + 4 + 40..16 + 4 + 48].fill(0xff);
+        req[16 + 52..16 + 56].copy_from_slice(&states.to_ne_bytes());
+        self.exchange(&req, &mut |payload, stats| {
+            inet_socket(payload, stats, visit)
         })
     }
 
@@ -324,15 +396,8 @@ impl SockDiag {
             states: StateFlags::from_bits_retain(states),
             socket_id,
         });
-        self.dump(req, &mut |payload, stats| match decode_inet(payload) {
-            Ok(s) => {
-                stats.records += 1;
-                visit(s);
-            }
-            Err(e) => {
-                stats.parse_errors += 1;
-                tracing::debug!(error = %e, "skipping malformed inet_diag message");
-            }
+        self.dump(req, &mut |payload, stats| {
+            inet_socket(payload, stats, visit)
         })
     }
 
@@ -376,16 +441,26 @@ impl SockDiag {
         on_socket: &mut dyn FnMut(&[u8], &mut ReadStats),
     ) -> Result<ReadStats, SourceError> {
         self.seq = self.seq.wrapping_add(1);
-        let seq = self.seq;
         let mut header = NetlinkHeader::default();
         header.flags = NLM_F_REQUEST | NLM_F_DUMP;
-        header.sequence_number = seq;
+        header.sequence_number = self.seq;
         let mut msg = NetlinkMessage::new(header, req.into());
         msg.finalize();
         let mut out = vec![0u8; msg.buffer_len()];
         msg.serialize(&mut out);
+        self.exchange(&out, on_socket)
+    }
+
+    /// Sends the dump request `req` (sequence number `self.seq`) and reads
+    /// its replies up to `NLMSG_DONE` or `NLMSG_ERROR`.
+    fn exchange(
+        &mut self,
+        req: &[u8],
+        on_socket: &mut dyn FnMut(&[u8], &mut ReadStats),
+    ) -> Result<ReadStats, SourceError> {
+        let seq = self.seq;
         self.socket
-            .send(&out, 0)
+            .send(req, 0)
             .map_err(|source| SourceError::Netlink { op: "send", source })?;
 
         let mut stats = ReadStats::default();

@@ -460,7 +460,7 @@ impl Scraper {
     }
 
     /// Runs `work` on another thread and, until it has finished, reads
-    /// every agent poll ([`Scraper::scrape_after`] the previous read) and
+    /// every agent census ([`Scraper::scrape_after`] the previous read) and
     /// hands it to `each_poll`; returns what `work` returned.
     pub fn scrape_while<T: Send>(
         &mut self,
@@ -486,9 +486,9 @@ pub fn start_agent(extra: &[&str]) -> (Agent, Scraper) {
     (agent, scraper)
 }
 
-/// Reads the ground truth, waits for an agent poll newer than that read,
+/// Reads the ground truth, waits for an agent census newer than that read,
 /// reads the ground truth again; when both reads are equal (the world was
-/// static across the poll) returns it with the scrape. Retries up to 5
+/// static across the census) returns it with the scrape. Retries up to 5
 /// times.
 pub fn measure<G: PartialEq + Debug>(
     scraper: &mut Scraper,

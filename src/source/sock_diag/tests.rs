@@ -258,3 +258,41 @@ fn live_unix_listen_only_dump() {
     drop(listener);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The legacy request is laid out as `struct inet_diag_req`: 76 bytes with
+/// the header, type TCPDIAG_GETSOCK, the states at payload offset 52.
+#[test]
+fn legacy_request_layout() {
+    assert_eq!(16 + INET_DIAG_REQ_LEN, 76);
+    assert_eq!(
+        INET_DIAG_REQ_LEN,
+        4 + 48 + 4 + 4,
+        "family/src_len/dst_len/ext, sockid, states, dbs"
+    );
+}
+
+/// One legacy dump lists the listeners of both families (the kernel
+/// serves it with AF_UNSPEC), each message with its own family.
+#[test]
+fn live_any_family_dump() {
+    let mut sd = SockDiag::open().expect("open NETLINK_SOCK_DIAG");
+    assert!(sd.any_family(), "this kernel serves TCPDIAG_GETSOCK");
+    let v4 = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let v6 = std::net::TcpListener::bind("[::1]:0").unwrap();
+    let (a4, a6) = (v4.local_addr().unwrap(), v6.local_addr().unwrap());
+    let (mut seen4, mut seen6) = (None, None);
+    let stats = sd
+        .dump_tcp_any_family(TCP_LISTEN_ONLY, &mut |s| {
+            assert_eq!(s.state, TcpState::Listen, "LISTEN only: {s:?}");
+            if s.local == a4 {
+                seen4 = Some(s.family);
+            }
+            if s.local == a6 {
+                seen6 = Some(s.family);
+            }
+        })
+        .unwrap();
+    assert_eq!(stats.parse_errors, 0);
+    assert_eq!(seen4, Some(Family::Ipv4), "{a4} in the dump");
+    assert_eq!(seen6, Some(Family::Ipv6), "{a6} in the dump");
+}
