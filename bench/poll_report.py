@@ -150,7 +150,7 @@ def main():
     row("agent poll between censuses (listener-only dumps), ms", A("agent_listen_tick_ms"), digits=2)
     row("`snapshot --timing` total (one-shot), ms", P("snapshot_total_ms"))
     row("`snapshot` wall (process start to exit), ms", P("snapshot_wall_ms"))
-    row("raw netlink walk (same dumps, headers only), ms", P("walk_median_ms"))
+    row("raw netlink walk (the census's dumps, headers only), ms", P("walk_median_ms"))
     lines.append(
         "| — TCP part / UNIX part, ms | "
         + " | ".join(
@@ -160,7 +160,7 @@ def main():
         + (" | |" if scale else " |")
     )
     row("raw walk 1 s apart, as the agent polls (`--interval-ms 1000`), ms", P("walkcold_median_ms"))
-    row("raw walk, one dump for both families (`--compat`), ms", P("walkcompat_median_ms"))
+    row("raw walk, one inet_diag dump per family (`--per-family`, the fallback), ms", P("walkpf_median_ms"))
     row("raw walk, listeners only (`--listeners-only`), ms", P("walklisten_median_ms"), digits=2)
     row("`ss -tan` wall, ms", P("ss_tan_ms"))
     row("`ss -xa` wall, ms", P("ss_xa_ms"))

@@ -1,20 +1,20 @@
 //! The floor for a sock_diag poll: sends the same dump requests as the
-//! poller (per family a LISTEN-only inet_diag dump, then every other
-//! state; then unix_diag with NAME|RQLEN) and only walks the
+//! poller's census (a LISTEN-only inet_diag dump, then every other state,
+//! both families in one legacy `TCPDIAG_GETSOCK` dump each; then unix_diag
+//! with NAME|RQLEN) and only walks the
 //! netlink message headers (`nlmsg_len`, `nlmsg_type`), decoding nothing.
 //! Used by `bench/poll.sh`.
 //!
 //!     cargo run --release --example netlink_walk -- [--iterations N] [--buf BYTES]
-//!         [--unix-show MASK] [--compat] [--listeners-only] [--interval-ms MS]
+//!         [--unix-show MASK] [--per-family] [--listeners-only] [--interval-ms MS]
 //!
 //! Options: `--unix-show MASK` (the `UDIAG_SHOW_*` bits of the unix_diag
 //! request; the poller asks NAME|RQLEN = 17, it asked 29 =
-//! NAME|PEER|ICONS|RQLEN before), `--compat` (one legacy
-//! `TCPDIAG_GETSOCK` dump for both families instead of one
-//! `SOCK_DIAG_BY_FAMILY` dump per family), `--listeners-only` (only the
-//! LISTEN-only dumps: TCP per family, and unix_diag with the TCP_LISTEN
-//! state bit, i.e. what a tick that samples only the accept queues would
-//! cost), `--interval-ms MS` (sleep between iterations: at the agent's
+//! NAME|PEER|ICONS|RQLEN before), `--per-family` (one
+//! `SOCK_DIAG_BY_FAMILY` dump per family instead of one legacy dump for
+//! both: the poller's fallback), `--listeners-only` (only the LISTEN-only
+//! dumps: TCP per family, and unix_diag with the TCP_LISTEN state bit, as
+//! the agent's polls between censuses do), `--interval-ms MS` (sleep between iterations: at the agent's
 //! 1 s cadence the kernel's socket structures are no longer in the CPU
 //! caches, which back-to-back iterations find them in).
 //!
@@ -149,7 +149,7 @@ fn median(v: &mut [f64]) -> f64 {
 fn main() {
     let mut iterations = 10usize;
     let mut buf_len = 64 * 1024;
-    let mut compat = false;
+    let mut per_family = false;
     let mut listeners_only = false;
     let mut interval_ms = 0u64;
     let mut unix_show = ShowFlags::NAME | ShowFlags::RQLEN; // as the poller asks
@@ -159,13 +159,13 @@ fn main() {
         match a.as_str() {
             "--iterations" => iterations = value() as usize,
             "--buf" => buf_len = value() as usize,
-            "--compat" => compat = true,
+            "--per-family" => per_family = true,
             "--listeners-only" => listeners_only = true,
             "--interval-ms" => interval_ms = value(),
             "--unix-show" => unix_show = ShowFlags::from_bits_retain(value() as u32),
             _ => {
                 eprintln!(
-                    "usage: netlink_walk [--iterations N] [--buf BYTES] [--unix-show UDIAG_SHOW_MASK] [--compat] [--listeners-only] [--interval-ms MS]"
+                    "usage: netlink_walk [--iterations N] [--buf BYTES] [--unix-show UDIAG_SHOW_MASK] [--per-family] [--listeners-only] [--interval-ms MS]"
                 );
                 std::process::exit(2);
             }
@@ -190,7 +190,7 @@ fn main() {
         } else {
             &[TCP_LISTEN_ONLY, TCP_ALL_STATES & !TCP_LISTEN_ONLY]
         };
-        if compat {
+        if !per_family && !listeners_only {
             for &states in tcp_dumps {
                 seq += 1;
                 dump_compat(&mut sock, &mut buf, seq, states, &mut w);
