@@ -239,9 +239,7 @@ pub fn wait_for<T>(what: &str, limit: Duration, mut cond: impl FnMut() -> Result
 /// The `sockscope agent` child; killed (and its log printed when the test
 /// is panicking) on drop.
 pub struct Agent {
-    child: Child,
-    log: PathBuf,
-    _dir: tempfile::TempDir,
+    proc: LoggedChild,
 }
 
 impl Agent {
@@ -249,8 +247,6 @@ impl Agent {
     /// --poll.interval 100ms` plus `extra` flags. It inherits the
     /// namespace; it gets SIGKILL if the spawning thread dies.
     pub fn spawn(extra: &[&str]) -> Agent {
-        let dir = tempfile::tempdir().unwrap();
-        let log = dir.path().join("agent.log");
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_sockscope"));
         cmd.args([
             "agent",
@@ -260,34 +256,26 @@ impl Agent {
             "100ms",
         ])
         .args(extra);
-        let child = spawn_logged(&mut cmd, &log, libc::SIGKILL).expect("spawning the agent");
-        Agent {
-            child,
-            log,
-            _dir: dir,
-        }
+        let proc =
+            LoggedChild::spawn(&mut cmd, "agent", libc::SIGKILL).expect("spawning the agent");
+        Agent { proc }
     }
 
     /// The agent's log so far.
     pub fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
+        self.proc.log()
     }
 
     /// Panics (with the log) if the agent has exited.
     pub fn assert_running(&mut self) {
-        if let Some(status) = self.child.try_wait().unwrap() {
-            panic!(
-                "the agent exited: {status}\n----- agent log -----\n{}",
-                self.log()
-            );
-        }
+        self.proc.assert_running("the agent");
     }
 }
 
 impl Drop for Agent {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        let _ = self.proc.child.kill();
+        let _ = self.proc.child.wait();
         if std::thread::panicking() {
             eprintln!("----- agent log -----\n{}", self.log());
         }
@@ -1193,6 +1181,41 @@ fn spawn_logged(
     cmd.spawn()
 }
 
+/// A child whose stdout and stderr go to `NAME.log` in a temporary
+/// directory of its own ([`spawn_logged`]).
+struct LoggedChild {
+    child: Child,
+    log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl LoggedChild {
+    fn spawn(cmd: &mut Command, name: &str, death_signal: libc::c_int) -> std::io::Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let log = dir.path().join(format!("{name}.log"));
+        let child = spawn_logged(cmd, &log, death_signal)?;
+        Ok(LoggedChild {
+            child,
+            log,
+            _dir: dir,
+        })
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Panics (with the log) if the child has exited; `what` names it.
+    fn assert_running(&mut self, what: &str) {
+        if let Some(status) = self.child.try_wait().unwrap() {
+            panic!(
+                "{what} exited: {status}\n----- its log -----\n{}",
+                self.log()
+            );
+        }
+    }
+}
+
 /// Sends `signal` to `pid`, waits (bounded: 5 s) for `child` to exit, then
 /// SIGKILLs it.
 fn stop_child(child: &mut Child, signal: libc::c_int) {
@@ -1223,27 +1246,21 @@ fn last_lines(text: &str, n: usize) -> String {
 /// log (last 40 lines) printed when the test is panicking.
 pub struct LabProcess {
     pub name: String,
-    child: Child,
-    log: PathBuf,
-    _dir: tempfile::TempDir,
+    proc: LoggedChild,
 }
 
 impl LabProcess {
     /// Starts `sockscope ARGS...`; `name` labels its log.
     pub fn sockscope(name: &str, args: &[&str]) -> LabProcess {
-        let dir = tempfile::tempdir().unwrap();
-        let log = dir.path().join(format!("{name}.log"));
-        let child = spawn_logged(
+        let proc = LoggedChild::spawn(
             Command::new(env!("CARGO_BIN_EXE_sockscope")).args(args),
-            &log,
+            name,
             libc::SIGKILL,
         )
         .unwrap_or_else(|e| panic!("spawning sockscope {name}: {e}"));
         LabProcess {
             name: name.to_owned(),
-            child,
-            log,
-            _dir: dir,
+            proc,
         }
     }
 
@@ -1262,29 +1279,24 @@ impl LabProcess {
     }
 
     pub fn pid(&self) -> u32 {
-        self.child.id()
+        self.proc.child.id()
     }
 
     /// The log so far.
     pub fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
+        self.proc.log()
     }
 
     /// Panics (with the log) if the process has exited.
     pub fn assert_running(&mut self) {
-        if let Some(status) = self.child.try_wait().unwrap() {
-            panic!(
-                "sockscope {} exited: {status}\n----- its log -----\n{}",
-                self.name,
-                self.log()
-            );
-        }
+        self.proc
+            .assert_running(&format!("sockscope {}", self.name));
     }
 }
 
 impl Drop for LabProcess {
     fn drop(&mut self) {
-        stop_child(&mut self.child, libc::SIGTERM);
+        stop_child(&mut self.proc.child, libc::SIGTERM);
         if std::thread::panicking() {
             eprintln!(
                 "----- sockscope {} log (last 40 lines) -----\n{}",
