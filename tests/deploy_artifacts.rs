@@ -5,8 +5,9 @@
 //! External tools: `promtool` (Debian `prometheus`), `python3` with PyYAML
 //! (YAML is read by Python and handed over as JSON), `kubernetes-validate`
 //! (pip), `systemd-analyze` (Debian `systemd`) and `nginx` (Debian
-//! `nginx-light`). A missing tool skips its test with a loud SKIPPED line,
-//! or fails it under `CI=true`.
+//! `nginx-light`). A test that needs one is `#[ignore]`d (reported as
+//! ignored by a plain `cargo test`); `./scripts/test` installs them and
+//! runs it, and then a tool still missing fails it (`common/prereq.rs`).
 //!
 //! Metric names used by the rules and the dashboard must be in the metric
 //! table of README.md (the contract) or be recording rules of
@@ -18,6 +19,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use serde_json::Value;
+
+#[path = "common/prereq.rs"]
+mod prereq;
 
 // ---------------------------------------------------------------------------
 // Helpers
@@ -35,55 +39,10 @@ fn read(rel: &str) -> String {
     std::fs::read_to_string(path(rel)).unwrap_or_else(|e| panic!("reading {rel}: {e}"))
 }
 
-fn ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| v == "true")
-}
-
-/// Skips (or, under `CI=true`, fails) a test whose prerequisite is missing.
-fn skip(reason: &str) {
-    if ci() {
-        panic!("prerequisite missing and CI=true, failing instead of skipping: {reason}");
-    }
-    let banner = format!("\n**********\nSKIPPED: {reason}\n**********\n");
-    println!("{banner}");
-    eprintln!("{banner}");
-}
-
-fn on_path(name: &str) -> bool {
-    let Some(paths) = std::env::var_os("PATH") else {
-        return false;
-    };
-    std::env::split_paths(&paths).any(|dir| {
-        let p = dir.join(name);
-        p.metadata().is_ok_and(|m| {
-            m.is_file() && std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o111 != 0
-        })
-    })
-}
-
-/// True when `name` is on PATH. Otherwise: panics under `CI=true`, else
-/// prints "SKIPPED: ..." and returns false (the caller returns).
-fn require_tool(name: &str) -> bool {
-    if on_path(name) {
-        return true;
-    }
-    skip(&format!("`{name}` is not on PATH"));
-    false
-}
-
-/// python3 with PyYAML, which reads every YAML file for these tests.
-fn require_python_yaml() -> bool {
-    if !require_tool("python3") {
-        return false;
-    }
-    let ok = Command::new("python3")
-        .args(["-c", "import yaml"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !ok {
-        skip("python3 cannot `import yaml` (python3 -m pip install pyyaml)");
-    }
-    ok
+/// python3 ([`prereq::python_with`]) with PyYAML, which reads every YAML
+/// file for these tests.
+fn python_yaml() -> PathBuf {
+    prereq::python_with(&["yaml"])
 }
 
 fn run(cmd: &mut Command) -> Output {
@@ -108,7 +67,7 @@ fn assert_ok(cmd: &mut Command) -> Output {
 
 /// Every YAML document of the file, as JSON (through python3 + PyYAML).
 fn yaml_docs(file: &Path) -> Vec<Value> {
-    let o = assert_ok(Command::new("python3").arg("-c").arg(
+    let o = assert_ok(Command::new(python_yaml()).arg("-c").arg(
         "import json, sys, yaml\n\
          json.dump([d for d in yaml.safe_load_all(open(sys.argv[1])) if d is not None], sys.stdout)",
     ).arg(file));
@@ -273,23 +232,19 @@ fn readme_abbreviations_expand() {
 // ---------------------------------------------------------------------------
 
 #[test]
+#[ignore = "needs promtool: ./scripts/test installs it"]
 fn promtool_check_rules() {
-    if !require_tool("promtool") {
-        return;
-    }
-    assert_ok(Command::new("promtool").args(["check", "rules"]).args([
+    assert_ok(prereq::command("promtool").args(["check", "rules"]).args([
         path("deploy/prometheus/alerts.yml"),
         path("deploy/prometheus/recording.yml"),
     ]));
 }
 
 #[test]
+#[ignore = "needs promtool: ./scripts/test installs it"]
 fn promtool_test_rules() {
-    if !require_tool("promtool") {
-        return;
-    }
     let o = assert_ok(
-        Command::new("promtool")
+        prereq::command("promtool")
             .args(["test", "rules"])
             .arg(path("deploy/prometheus/alerts_test.yml")),
     );
@@ -348,10 +303,8 @@ const REQUIRED_ALERTS: &[&str] = &[
 ];
 
 #[test]
+#[ignore = "needs python3 with PyYAML: ./scripts/test installs it"]
 fn every_alert_is_labelled_documented_and_unit_tested() {
-    if !require_python_yaml() {
-        return;
-    }
     let alerts = alerts();
     let names: BTreeSet<&str> = alerts.iter().map(|a| a.name.as_str()).collect();
     for r in REQUIRED_ALERTS {
@@ -507,16 +460,14 @@ json.dump(sd_jobs, sys.stdout)
 "#;
 
 #[test]
+#[ignore = "needs promtool and python3 with PyYAML: ./scripts/test installs it"]
 fn scrape_config_is_valid_and_keeps_only_the_agent() {
-    if !require_tool("promtool") || !require_python_yaml() {
-        return;
-    }
     let scrape = path("deploy/prometheus/scrape.yml");
 
     // The file as shipped. Debian's promtool is built without Kubernetes
     // service discovery ("field kubernetes_sd_configs not found"): then the
     // rest of the file is checked through the simulated copy below.
-    let o = run(Command::new("promtool")
+    let o = run(prereq::command("promtool")
         .args(["check", "config"])
         .arg(&scrape));
     if !o.status.success() {
@@ -536,7 +487,7 @@ fn scrape_config_is_valid_and_keeps_only_the_agent() {
     let dir = tempfile::tempdir().unwrap();
     let sim = dir.path().join("prometheus.yml");
     let o = assert_ok(
-        Command::new("python3")
+        Command::new(python_yaml())
             .args(["-c", SIMULATE_POD_SD])
             .arg(&scrape)
             .arg(&sim)
@@ -545,7 +496,11 @@ fn scrape_config_is_valid_and_keeps_only_the_agent() {
     );
     let sd_jobs: Vec<String> = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(sd_jobs.len(), 1, "expected one Kubernetes job: {sd_jobs:?}");
-    let o = assert_ok(Command::new("promtool").args(["check", "config"]).arg(&sim));
+    let o = assert_ok(
+        prereq::command("promtool")
+            .args(["check", "config"])
+            .arg(&sim),
+    );
     let t = text(&o);
     assert!(
         t.contains("2 rule files found"),
@@ -564,7 +519,7 @@ fn scrape_config_is_valid_and_keeps_only_the_agent() {
     }
 
     let o = assert_ok(
-        Command::new("promtool")
+        prereq::command("promtool")
             // Static targets arrive at once; promtool spins until the
             // timeout (30s by default) regardless.
             .args(["check", "service-discovery", "--timeout=5s"])
@@ -833,10 +788,8 @@ fn dashboard_queries_filter_on_job_and_instance() {
 }
 
 #[test]
+#[ignore = "needs python3 with PyYAML: ./scripts/test installs it"]
 fn dashboard_metric_names_are_in_the_contract() {
-    if !require_python_yaml() {
-        return;
-    }
     let contract = contract();
     let d = dashboard();
     for (title, expr) in exprs(&d) {
@@ -861,10 +814,8 @@ fn dashboard_metric_names_are_in_the_contract() {
 }
 
 #[test]
+#[ignore = "needs promtool: ./scripts/test installs it"]
 fn dashboard_promql_parses() {
-    if !require_tool("promtool") {
-        return;
-    }
     let d = dashboard();
     let mut rules = String::from("groups:\n  - name: dashboard\n    rules:\n");
     for (i, (title, expr)) in exprs(&d).iter().enumerate() {
@@ -882,7 +833,7 @@ fn dashboard_promql_parses() {
     let dir = tempfile::tempdir().unwrap();
     let f = dir.path().join("dashboard_rules.yml");
     std::fs::write(&f, &rules).unwrap();
-    let o = run(Command::new("promtool").args(["check", "rules"]).arg(&f));
+    let o = run(prereq::command("promtool").args(["check", "rules"]).arg(&f));
     assert!(
         o.status.success(),
         "a dashboard query does not parse:\n{}\n{rules}",
@@ -899,16 +850,14 @@ fn dashboard_promql_parses() {
 const K8S_VERSION: &str = "1.30.0";
 
 fn kubernetes_validate(files: &[PathBuf]) -> Output {
-    run(Command::new("kubernetes-validate")
+    run(prereq::command("kubernetes-validate")
         .args(["--strict", "--kubernetes-version", K8S_VERSION])
         .args(files))
 }
 
 #[test]
+#[ignore = "needs kubernetes-validate: ./scripts/test installs it"]
 fn kubernetes_manifests_validate_strictly() {
-    if !require_tool("kubernetes-validate") {
-        return;
-    }
     let files = [
         path("deploy/kubernetes/daemonset.yaml"),
         path("deploy/kubernetes/sidecar.yaml"),
@@ -1023,10 +972,8 @@ fn assert_agent_flags_exist(what: &str, args: &[&str]) {
 }
 
 #[test]
+#[ignore = "needs python3 with PyYAML: ./scripts/test installs it"]
 fn daemonset_settings() {
-    if !require_python_yaml() {
-        return;
-    }
     let docs = yaml_docs(&path("deploy/kubernetes/daemonset.yaml"));
     let sa = kind(&docs, "ServiceAccount");
     assert_eq!(sa["metadata"]["namespace"], "monitoring");
@@ -1056,10 +1003,8 @@ fn daemonset_settings() {
 }
 
 #[test]
+#[ignore = "needs python3 with PyYAML and nginx: ./scripts/test installs it"]
 fn sidecar_settings_and_nginx_config() {
-    if !require_python_yaml() {
-        return;
-    }
     let docs = yaml_docs(&path("deploy/kubernetes/sidecar.yaml"));
     let dep = kind(&docs, "Deployment");
     let pod = &dep["spec"]["template"]["spec"];
@@ -1107,15 +1052,12 @@ fn sidecar_settings_and_nginx_config() {
         assert!(conf.contains(want), "nginx.conf lacks {want:?}");
     }
 
-    // nginx -t on the config, when nginx is installed.
-    if !require_tool("nginx") {
-        return;
-    }
+    // nginx -t on the config.
     let dir = tempfile::tempdir().unwrap();
     let f = dir.path().join("nginx.conf");
     std::fs::write(&f, conf).unwrap();
     let prefix = format!("{}/", dir.path().display());
-    let o = run(Command::new("nginx")
+    let o = run(prereq::command("nginx")
         .args(["-t", "-q", "-e", "/dev/stderr", "-p", &prefix, "-c"])
         .arg(&f));
     assert!(
@@ -1132,10 +1074,8 @@ fn sidecar_settings_and_nginx_config() {
 /// keys, the selector matching both pod templates, the `metrics` port and
 /// a job label the alerts expect.
 #[test]
+#[ignore = "needs python3 with PyYAML: ./scripts/test installs it"]
 fn podmonitor_core_fields() {
-    if !require_python_yaml() {
-        return;
-    }
     let pm = yaml("deploy/kubernetes/podmonitor.yaml");
     assert_eq!(pm["apiVersion"], "monitoring.coreos.com/v1");
     assert_eq!(pm["kind"], "PodMonitor");
@@ -1290,10 +1230,8 @@ fn systemd_unit_settings() {
 }
 
 #[test]
+#[ignore = "needs systemd-analyze: ./scripts/test installs it"]
 fn systemd_analyze_verify_and_security() {
-    if !require_tool("systemd-analyze") {
-        return;
-    }
     // A copy of the unit whose ExecStart is the binary under test (verify
     // checks the executable exists).
     let dir = tempfile::tempdir().unwrap();
@@ -1308,7 +1246,7 @@ fn systemd_analyze_verify_and_security() {
     let f = dir.path().join("sockscope.service");
     std::fs::write(&f, unit).unwrap();
 
-    let o = run(Command::new("systemd-analyze").arg("verify").arg(&f));
+    let o = run(prereq::command("systemd-analyze").arg("verify").arg(&f));
     let t = text(&o);
     // Unknown keys and bad values are warnings with exit status 0: fail on
     // any line about this unit (other units of the host may be noisy).
@@ -1322,7 +1260,7 @@ fn systemd_analyze_verify_and_security() {
     );
 
     // The hardening keeps systemd's exposure score at "OK" (<= 2.0).
-    let o = run(Command::new("systemd-analyze")
+    let o = run(prereq::command("systemd-analyze")
         .args(["security", "--offline=yes", "--threshold=20", "--no-pager"])
         .arg(&f));
     assert!(

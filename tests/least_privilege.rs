@@ -7,7 +7,7 @@
 
 mod common;
 
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
 use common::*;
@@ -44,12 +44,10 @@ fn status_field(pid: u32, key: &str) -> String {
 }
 
 #[test]
+#[ignore = "needs root (unshare -n), iproute2 and setpriv: ./scripts/test runs it"]
 fn agent_runs_as_nobody_without_capabilities() {
     run_in_netns("agent_runs_as_nobody_without_capabilities", || {
-        if Command::new("setpriv").arg("--version").output().is_err() {
-            skip_or_fail("setpriv (util-linux) not installed");
-            return;
-        }
+        prereq::tool("setpriv");
         setup_netns(&[]);
         // A listener with backlog 8 that never accepts, and 12 clients.
         let listener =
@@ -92,7 +90,7 @@ fn agent_runs_as_nobody_without_capabilities() {
             .map(|_| std::os::unix::net::UnixStream::connect(&path).unwrap())
             .collect();
 
-        let mut child = Command::new("setpriv")
+        let mut child = prereq::command("setpriv")
             .args([
                 "--reuid=65534",
                 "--regid=65534",

@@ -42,9 +42,9 @@ impl Drop for Proc {
 fn spawn(name: &'static str, args: &[&str], log: &Path) -> Proc {
     let f = std::fs::File::create(log).unwrap();
     let child = Command::new(if name == "prometheus" {
-        "prometheus"
+        prereq::tool("prometheus")
     } else {
-        env!("CARGO_BIN_EXE_sockscope")
+        env!("CARGO_BIN_EXE_sockscope").into()
     })
     .args(args)
     .stdin(Stdio::null())
@@ -194,16 +194,10 @@ fn dashboard_exprs() -> Vec<(String, String)> {
 }
 
 #[test]
+#[ignore = "needs root (unshare -n), iproute2 and prometheus: ./scripts/test runs it"]
 fn prometheus_alerts_fire_before_first_502() {
     run_in_netns("prometheus_alerts_fire_before_first_502", || {
-        if Command::new("prometheus")
-            .arg("--version")
-            .output()
-            .is_err()
-        {
-            skip_or_fail("prometheus (Debian package prometheus) not installed");
-            return;
-        }
+        prereq::tool("prometheus");
         setup_netns(&[
             (
                 "net/ipv4/ip_local_port_range",

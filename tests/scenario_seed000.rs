@@ -26,7 +26,7 @@
 //! connection toward 127.0.0.1:9977.
 //!
 //! Needs root (`unshare -n`), `ss` and, for the nginx tests, nginx;
-//! skipped with a loud message otherwise (failed under `CI=true`).
+//! marked `#[ignore]`; `./scripts/test` runs it (`common/prereq.rs`).
 
 mod common;
 
@@ -52,6 +52,7 @@ const EADDRNOTAVAIL_LOG: &str =
     "connect() to 127.0.0.1:7100 failed (99: Cannot assign requested address)";
 
 #[test]
+#[ignore = "needs root (unshare -n) and iproute2: ./scripts/test runs it"]
 fn seed000_proxy_keepalive_0_exhausts() {
     run_in_netns("seed000_proxy_keepalive_0_exhausts", || {
         let started = Instant::now();
@@ -75,6 +76,7 @@ fn seed000_proxy_keepalive_0_exhausts() {
 }
 
 #[test]
+#[ignore = "needs root (unshare -n) and iproute2: ./scripts/test runs it"]
 fn seed000_proxy_keepalive_16_no_exhaustion() {
     run_in_netns("seed000_proxy_keepalive_16_no_exhaustion", || {
         let started = Instant::now();
@@ -97,6 +99,7 @@ fn seed000_proxy_keepalive_16_no_exhaustion() {
 }
 
 #[test]
+#[ignore = "needs root (unshare -n), iproute2 and nginx: ./scripts/test runs it"]
 fn seed000_nginx_keepalive_0_exhausts() {
     run_in_netns_with_nginx("seed000_nginx_keepalive_0_exhausts", || {
         let started = Instant::now();
@@ -135,6 +138,7 @@ fn seed000_nginx_keepalive_0_exhausts() {
 }
 
 #[test]
+#[ignore = "needs root (unshare -n), iproute2 and nginx: ./scripts/test runs it"]
 fn seed000_nginx_keepalive_16_no_exhaustion() {
     run_in_netns_with_nginx("seed000_nginx_keepalive_16_no_exhaustion", || {
         let started = Instant::now();

@@ -46,8 +46,8 @@
 //!
 //! Each test runs in its own namespace (re-exec under `unshare -n`), pinned
 //! to one CPU, all traffic on loopback; every client has a time limit.
-//! Needs root, `ss` and (for the `_nginx` tests) nginx: skipped with a loud
-//! message otherwise, failed under `CI=true`.
+//! Needs root, `ss` and (for the `_nginx` tests) nginx: marked
+//! `#[ignore]`, `./scripts/test` runs them (`common/prereq.rs`).
 
 mod common;
 
@@ -527,11 +527,13 @@ fn case_ok(front: Front) {
 }
 
 #[test]
+#[ignore = "needs root (unshare -n) and iproute2: ./scripts/test runs it"]
 fn seed001_case1_ok_proxy() {
     run_in_netns("seed001_case1_ok_proxy", || case_ok(Front::Proxy));
 }
 
 #[test]
+#[ignore = "needs root (unshare -n), iproute2 and nginx: ./scripts/test runs it"]
 fn seed001_case1_ok_nginx() {
     run_in_netns_with_nginx("seed001_case1_ok_nginx", || case_ok(Front::Nginx));
 }
@@ -630,6 +632,7 @@ fn case_no_accept(front: Front) {
 }
 
 #[test]
+#[ignore = "needs root (unshare -n) and iproute2: ./scripts/test runs it"]
 fn seed001_case2_no_accept_proxy() {
     run_in_netns("seed001_case2_no_accept_proxy", || {
         case_no_accept(Front::Proxy)
@@ -637,6 +640,7 @@ fn seed001_case2_no_accept_proxy() {
 }
 
 #[test]
+#[ignore = "needs root (unshare -n), iproute2 and nginx: ./scripts/test runs it"]
 fn seed001_case2_no_accept_nginx() {
     run_in_netns_with_nginx("seed001_case2_no_accept_nginx", || {
         case_no_accept(Front::Nginx)
@@ -720,6 +724,7 @@ fn case_held(front: Front, behavior: &'static str) {
 }
 
 #[test]
+#[ignore = "needs root (unshare -n) and iproute2: ./scripts/test runs it"]
 fn seed001_case3_no_read_proxy() {
     run_in_netns("seed001_case3_no_read_proxy", || {
         case_held(Front::Proxy, "no-read")
@@ -727,6 +732,7 @@ fn seed001_case3_no_read_proxy() {
 }
 
 #[test]
+#[ignore = "needs root (unshare -n), iproute2 and nginx: ./scripts/test runs it"]
 fn seed001_case3_no_read_nginx() {
     run_in_netns_with_nginx("seed001_case3_no_read_nginx", || {
         case_held(Front::Nginx, "no-read")
@@ -734,6 +740,7 @@ fn seed001_case3_no_read_nginx() {
 }
 
 #[test]
+#[ignore = "needs root (unshare -n) and iproute2: ./scripts/test runs it"]
 fn seed001_case4_no_write_proxy() {
     run_in_netns("seed001_case4_no_write_proxy", || {
         case_held(Front::Proxy, "no-write")
@@ -741,6 +748,7 @@ fn seed001_case4_no_write_proxy() {
 }
 
 #[test]
+#[ignore = "needs root (unshare -n), iproute2 and nginx: ./scripts/test runs it"]
 fn seed001_case4_no_write_nginx() {
     run_in_netns_with_nginx("seed001_case4_no_write_nginx", || {
         case_held(Front::Nginx, "no-write")
@@ -748,6 +756,7 @@ fn seed001_case4_no_write_nginx() {
 }
 
 #[test]
+#[ignore = "needs root (unshare -n) and iproute2: ./scripts/test runs it"]
 fn seed001_case5_no_close_proxy() {
     run_in_netns("seed001_case5_no_close_proxy", || {
         case_held(Front::Proxy, "no-close")
@@ -755,6 +764,7 @@ fn seed001_case5_no_close_proxy() {
 }
 
 #[test]
+#[ignore = "needs root (unshare -n), iproute2 and nginx: ./scripts/test runs it"]
 fn seed001_case5_no_close_nginx() {
     run_in_netns_with_nginx("seed001_case5_no_close_nginx", || {
         case_held(Front::Nginx, "no-close")
@@ -921,6 +931,7 @@ fn last_line(s: &str) -> String {
 }
 
 #[test]
+#[ignore = "needs root (unshare -n), iproute2 and nginx: ./scripts/test runs it"]
 fn seed001_nginx_active_is_q_plus_a_plus_1() {
     run_in_netns_with_nginx("seed001_nginx_active_is_q_plus_a_plus_1", active_vs_q_and_a);
 }
@@ -1074,6 +1085,7 @@ fn nginx_cap() {
 }
 
 #[test]
+#[ignore = "needs root (unshare -n), iproute2 and nginx: ./scripts/test runs it"]
 fn seed001_nginx_worker_connections_caps_active() {
     run_in_netns_with_nginx("seed001_nginx_worker_connections_caps_active", nginx_cap);
 }
@@ -1149,6 +1161,7 @@ fn proxy_cap() {
 }
 
 #[test]
+#[ignore = "needs root (unshare -n) and iproute2: ./scripts/test runs it"]
 fn seed001_proxy_max_connections_caps_active() {
     run_in_netns("seed001_proxy_max_connections_caps_active", proxy_cap);
 }

@@ -18,7 +18,7 @@
 //!   none at 0.
 //!
 //! Needs root (`unshare -n`), `ss` and, for the nginx tests, nginx;
-//! skipped with a loud message otherwise (failed under `CI=true`).
+//! marked `#[ignore]`; `./scripts/test` runs it (`common/prereq.rs`).
 
 mod common;
 
@@ -39,6 +39,7 @@ const LIMIT: u64 = 1000;
 const UPSTREAMS: [&str; 3] = ["127.0.0.2:7100", "127.0.0.3:7100", "127.0.0.4:7100"];
 
 #[test]
+#[ignore = "needs root (unshare -n) and iproute2: ./scripts/test runs it"]
 fn seed002_unix_upstream_no_exhaustion() {
     run_in_netns("seed002_unix_upstream_no_exhaustion", || {
         let started = Instant::now();
@@ -57,6 +58,7 @@ fn seed002_unix_upstream_no_exhaustion() {
 }
 
 #[test]
+#[ignore = "needs root (unshare -n), iproute2 and nginx: ./scripts/test runs it"]
 fn seed002_nginx_unix_upstream_no_exhaustion() {
     run_in_netns_with_nginx("seed002_nginx_unix_upstream_no_exhaustion", || {
         let started = Instant::now();
@@ -81,6 +83,7 @@ fn seed002_nginx_unix_upstream_no_exhaustion() {
 }
 
 #[test]
+#[ignore = "needs root (unshare -n) and iproute2: ./scripts/test runs it"]
 fn seed002_many_loopback_ips_spread() {
     run_in_netns("seed002_many_loopback_ips_spread", || {
         let started = Instant::now();
@@ -100,6 +103,7 @@ fn seed002_many_loopback_ips_spread() {
 }
 
 #[test]
+#[ignore = "needs root (unshare -n), iproute2 and nginx: ./scripts/test runs it"]
 fn seed002_nginx_many_loopback_ips_spread() {
     run_in_netns_with_nginx("seed002_nginx_many_loopback_ips_spread", || {
         let started = Instant::now();

@@ -12,6 +12,8 @@
 
 #![allow(dead_code)]
 
+pub mod prereq;
+
 use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -19,6 +21,8 @@ use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use rustix::process::{Pid, Signal};
 
 /// Env var set in the re-executed child that runs inside the namespace.
 pub const IN_NETNS: &str = "SOCKSCOPE_IN_NETNS";
@@ -29,66 +33,34 @@ pub const AGENT_ADDR: &str = "127.0.0.1:9977";
 // Re-exec in a private network namespace
 // ---------------------------------------------------------------------------
 
-/// True when `CI=true`: missing prerequisites fail instead of skipping.
-pub fn ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| v == "true")
-}
-
-/// A prerequisite is missing: fail under `CI=true`, otherwise print a loud
-/// SKIPPED line (the caller returns).
-pub fn skip_or_fail(reason: &str) {
-    if ci() {
-        panic!("prerequisite missing and CI=true, failing instead of skipping: {reason}");
-    }
-    let banner = format!("\n**********\nSKIPPED: {reason}\n**********\n");
-    println!("{banner}");
-    eprintln!("{banner}");
-}
-
-/// Checks `unshare -n`, `ss` and `ip` work; `Err(reason)` otherwise.
-fn netns_prerequisites() -> Result<(), String> {
-    for (tool, args) in [("ss", &["-V"][..]), ("ip", &["-V"][..])] {
-        match Command::new(tool).args(args).output() {
-            Ok(o) if o.status.success() => {}
-            Ok(o) => return Err(format!("`{tool} -V` failed: {}", o.status)),
-            Err(e) => return Err(format!("`{tool}` not found: {e}")),
-        }
-    }
-    match Command::new("unshare").args(["-n", "--", "true"]).output() {
-        Ok(o) if o.status.success() => Ok(()),
-        Ok(o) => Err(format!(
-            "`unshare -n` failed ({}; needs root / CAP_SYS_ADMIN): {}",
-            o.status,
-            String::from_utf8_lossy(&o.stderr).trim()
-        )),
-        Err(e) => Err(format!("`unshare` not found: {e}")),
-    }
-}
-
 /// Runs `body` inside a fresh private network namespace.
 ///
 /// Outside (env [`IN_NETNS`] unset) this re-executes the current test
-/// binary under `unshare -n` with only `test_name`, asserts the child ran
+/// binary under `unshare -n` with only `test_name` (ignored or not: the
+/// tests that call this are `#[ignore]`d for needing root), asserts the child ran
 /// that one test and passed, and echoes its output. Inside, it runs `body`.
 pub fn run_in_netns(test_name: &str, body: impl FnOnce()) {
     if std::env::var_os(IN_NETNS).is_some() {
         body();
         return;
     }
-    if let Err(reason) = netns_prerequisites() {
-        skip_or_fail(&format!("{test_name}: {reason}"));
-        return;
-    }
+    prereq::require_netns();
     let exe = std::env::current_exe().expect("current_exe");
     let started = Instant::now();
     let out = Command::new("unshare")
         .args(["-n", "--"])
         .arg(&exe)
-        .args([test_name, "--exact", "--nocapture", "--test-threads=1"])
+        .args([
+            test_name,
+            "--exact",
+            "--include-ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .env(IN_NETNS, "1")
         .stdin(Stdio::null())
         .output()
-        .expect("spawning unshare");
+        .unwrap_or_else(|e| panic!("spawning unshare: {e}"));
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     let ran = stdout.contains("test result: ok. 1 passed");
@@ -256,8 +228,8 @@ impl Agent {
             "100ms",
         ])
         .args(extra);
-        let proc =
-            LoggedChild::spawn(&mut cmd, "agent", libc::SIGKILL).expect("spawning the agent");
+        let proc = LoggedChild::spawn(&mut cmd, "agent", Signal::KILL)
+            .unwrap_or_else(|e| panic!("spawning the agent: {e}"));
         Agent { proc }
     }
 
@@ -700,22 +672,15 @@ pub struct ListenerSeries {
 }
 
 /// Runs `promtool check metrics` on the exposition: no output, exit 0.
-/// A missing promtool follows the CI=true rule.
+/// Panics when promtool is missing ([`prereq::tool`]).
 pub fn check_promtool(text: &str) {
-    let child = Command::new("promtool")
+    let mut child = prereq::command("promtool")
         .args(["check", "metrics"])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .spawn();
-    let mut child = match child {
-        Ok(c) => c,
-        Err(e) => {
-            return skip_or_fail(&format!(
-                "promtool check (install Debian package `prometheus`): {e}"
-            ));
-        }
-    };
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawning promtool: {e}"));
     child
         .stdin
         .take()
@@ -736,37 +701,21 @@ pub fn check_promtool(text: &str) {
 }
 
 /// Parses the exposition with Python's `prometheus_client` parser and
-/// returns the number of samples it found. A missing python3 or module
-/// follows the CI=true rule (then `None`).
-pub fn check_python_parser(text: &str) -> Option<usize> {
-    let probe = Command::new("python3")
-        .args(["-c", "import prometheus_client.parser"])
-        .output();
-    match probe {
-        Ok(o) if o.status.success() => {}
-        Ok(o) => {
-            skip_or_fail(&format!(
-                "python3 module prometheus_client: {}",
-                String::from_utf8_lossy(&o.stderr).trim()
-            ));
-            return None;
-        }
-        Err(e) => {
-            skip_or_fail(&format!("python3 not found: {e}"));
-            return None;
-        }
-    }
+/// returns the number of samples it found. Panics when python3 or the
+/// module is missing ([`prereq::python_with`]).
+pub fn check_python_parser(text: &str) -> usize {
+    let python = prereq::python_with(&["prometheus_client.parser"]);
     let script = "import sys\n\
         from prometheus_client.parser import text_string_to_metric_families\n\
         fams = list(text_string_to_metric_families(sys.stdin.read()))\n\
         print(sum(len(f.samples) for f in fams))\n";
-    let mut child = Command::new("python3")
+    let mut child = Command::new(&python)
         .args(["-c", script])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .unwrap();
+        .unwrap_or_else(|e| panic!("spawning {}: {e}", python.display()));
     child
         .stdin
         .take()
@@ -779,12 +728,10 @@ pub fn check_python_parser(text: &str) -> Option<usize> {
         "prometheus_client parser rejected the exposition: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    Some(
-        String::from_utf8_lossy(&out.stdout)
-            .trim()
-            .parse()
-            .expect("sample count"),
-    )
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .expect("sample count")
 }
 
 // ---------------------------------------------------------------------------
@@ -1159,11 +1106,7 @@ pub fn ephemeral_limit() -> u64 {
 /// Spawns `cmd` with stdin from /dev/null and stdout and stderr into
 /// `log` (created); the child gets `death_signal` when the spawning thread
 /// dies (`PR_SET_PDEATHSIG`).
-fn spawn_logged(
-    cmd: &mut Command,
-    log: &Path,
-    death_signal: libc::c_int,
-) -> std::io::Result<Child> {
+fn spawn_logged(cmd: &mut Command, log: &Path, death_signal: Signal) -> std::io::Result<Child> {
     let file = std::fs::File::create(log)?;
     cmd.stdin(Stdio::null())
         .stdout(file.try_clone()?)
@@ -1172,10 +1115,8 @@ fn spawn_logged(
     // SAFETY: prctl is async-signal-safe; nothing else runs in the child.
     unsafe {
         cmd.pre_exec(move || {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, death_signal) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
+            rustix::process::set_parent_process_death_signal(Some(death_signal))
+                .map_err(std::io::Error::from)
         });
     }
     cmd.spawn()
@@ -1190,7 +1131,7 @@ struct LoggedChild {
 }
 
 impl LoggedChild {
-    fn spawn(cmd: &mut Command, name: &str, death_signal: libc::c_int) -> std::io::Result<Self> {
+    fn spawn(cmd: &mut Command, name: &str, death_signal: Signal) -> std::io::Result<Self> {
         let dir = tempfile::tempdir()?;
         let log = dir.path().join(format!("{name}.log"));
         let child = spawn_logged(cmd, &log, death_signal)?;
@@ -1216,12 +1157,18 @@ impl LoggedChild {
     }
 }
 
-/// Sends `signal` to `pid`, waits (bounded: 5 s) for `child` to exit, then
-/// SIGKILLs it.
-fn stop_child(child: &mut Child, signal: libc::c_int) {
+/// Sends `signal` to `child` (kill(2)); panics when the kernel refuses.
+pub fn signal_child(child: &Child, signal: Signal) {
+    rustix::process::kill_process(Pid::from_child(child), signal)
+        .unwrap_or_else(|e| panic!("kill({}, {signal:?}): {e}", child.id()));
+}
+
+/// Sends `signal` to `child` ([`signal_child`]), waits (bounded: 5 s) for
+/// it to exit, then SIGKILLs it.
+pub fn stop_child(child: &mut Child, signal: Signal) {
     if let Ok(None) = child.try_wait() {
-        // SAFETY: a signal to our own, not yet reaped, child.
-        unsafe { libc::kill(child.id() as libc::pid_t, signal) };
+        // Our own child, not yet reaped: its PID is still its own.
+        signal_child(child, signal);
         let start = Instant::now();
         while start.elapsed() < Duration::from_secs(5) {
             if let Ok(Some(_)) = child.try_wait() {
@@ -1255,7 +1202,7 @@ impl LabProcess {
         let proc = LoggedChild::spawn(
             Command::new(env!("CARGO_BIN_EXE_sockscope")).args(args),
             name,
-            libc::SIGKILL,
+            Signal::KILL,
         )
         .unwrap_or_else(|e| panic!("spawning sockscope {name}: {e}"));
         LabProcess {
@@ -1296,7 +1243,7 @@ impl LabProcess {
 
 impl Drop for LabProcess {
     fn drop(&mut self) {
-        stop_child(&mut self.proc.child, libc::SIGTERM);
+        stop_child(&mut self.proc.child, Signal::TERM);
         if std::thread::panicking() {
             eprintln!(
                 "----- sockscope {} log (last 40 lines) -----\n{}",
@@ -1336,40 +1283,11 @@ pub fn wait_listening(what: &str, mut listening: impl FnMut() -> bool, mut alive
     });
 }
 
-/// The nginx binary: /usr/sbin/nginx or `nginx` on PATH.
-pub fn nginx_binary() -> Option<PathBuf> {
-    let sbin = PathBuf::from("/usr/sbin/nginx");
-    if sbin.is_file() {
-        return Some(sbin);
-    }
-    let found = Command::new("sh")
-        .args(["-c", "command -v nginx"])
-        .output()
-        .ok()
-        .filter(|o| o.status.success())?;
-    let p = String::from_utf8_lossy(&found.stdout).trim().to_owned();
-    (!p.is_empty()).then(|| PathBuf::from(p))
-}
-
-/// True when nginx can be run; otherwise follows the CI=true rule (fails
-/// under CI, prints SKIPPED elsewhere) and returns false.
-pub fn nginx_or_skip(test: &str) -> bool {
-    if nginx_binary().is_some() {
-        return true;
-    }
-    skip_or_fail(&format!(
-        "{test}: nginx not found (install Debian package nginx-light)"
-    ));
-    false
-}
-
-/// Runs `body` in a private network namespace ([`run_in_netns`]) when
-/// nginx can be run; otherwise follows the CI=true rule
-/// ([`nginx_or_skip`]).
+/// Runs `body` in a private network namespace ([`run_in_netns`]); panics
+/// first when nginx is missing ([`prereq::tool`]).
 pub fn run_in_netns_with_nginx(test_name: &str, body: impl FnOnce()) {
-    if nginx_or_skip(test_name) {
-        run_in_netns(test_name, body);
-    }
+    prereq::tool("nginx");
+    run_in_netns(test_name, body);
 }
 
 /// The `events { }` block of nginx when the test does not care.
@@ -1394,7 +1312,7 @@ impl Nginx {
     /// (`IP:PORT`, checked with `ss -ltn`, never by connecting) and its
     /// worker runs.
     pub fn start(events: &str, http: &str, listen: &str) -> Nginx {
-        let bin = nginx_binary().expect("nginx binary (check nginx_or_skip first)");
+        let bin = prereq::tool("nginx");
         let dir = tempfile::Builder::new()
             .prefix("sockscope-nginx-")
             .tempdir()
@@ -1445,7 +1363,7 @@ impl Nginx {
         cmd.process_group(0);
         // SIGTERM (not SIGKILL) when the spawning thread dies, so the
         // master stops its worker too.
-        let child = spawn_logged(&mut cmd, &dir.path().join("stderr.log"), libc::SIGTERM)
+        let child = spawn_logged(&mut cmd, &dir.path().join("stderr.log"), Signal::TERM)
             .unwrap_or_else(|e| panic!("spawning {}: {e}", bin.display()));
         let mut nginx = Nginx {
             child,
@@ -1494,12 +1412,11 @@ impl Nginx {
 
 impl Drop for Nginx {
     fn drop(&mut self) {
-        let pgid = self.child.id() as libc::pid_t;
-        stop_child(&mut self.child, libc::SIGTERM);
-        // A worker that outlived its master is still in the group.
-        // SAFETY: a signal to the process group nginx was started in;
-        // ESRCH once everything has exited.
-        unsafe { libc::kill(-pgid, libc::SIGKILL) };
+        let pgid = Pid::from_child(&self.child);
+        stop_child(&mut self.child, Signal::TERM);
+        // A worker that outlived its master is still in the group; ESRCH
+        // once everything has exited.
+        let _ = rustix::process::kill_process_group(pgid, Signal::KILL);
         if std::thread::panicking() {
             eprintln!(
                 "----- nginx error log (last 60 lines) -----\n{}",

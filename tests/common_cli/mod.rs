@@ -2,31 +2,17 @@
 //! namespace (no privileges needed).
 #![allow(dead_code)]
 
+#[path = "../common/prereq.rs"]
+pub mod prereq;
+
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// True when `tool` is on PATH. When it is not: under `CI=true` the test
-/// fails; elsewhere it prints SKIPPED and the caller skips that check.
-pub fn require_tool(tool: &str) -> bool {
-    let found = Command::new("sh")
-        .args(["-c", &format!("command -v {tool}")])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !found {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "{tool} is required in CI but missing"
-        );
-        eprintln!("SKIPPED: {tool} not installed");
-    }
-    found
-}
-
 /// Runs `cmd args` with `input` on stdin; returns (success, stdout+stderr).
 pub fn run_with_stdin(cmd: &str, args: &[&str], input: &str) -> (bool, String) {
-    let mut child = Command::new(cmd)
+    let mut child = prereq::command(cmd)
         .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -77,7 +63,9 @@ impl Agent {
         .stderr(Stdio::piped())
         .stdout(Stdio::null());
         prepare(&mut cmd);
-        let mut child = cmd.spawn().expect("spawn sockscope agent");
+        let mut child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawning sockscope agent: {e}"));
         let stderr = child.stderr.take().unwrap();
         let log = Arc::new(Mutex::new(String::new()));
         let (tx, rx) = std::sync::mpsc::channel();
@@ -112,8 +100,9 @@ impl Agent {
     /// Stops the agent with SIGTERM, waits for it (bounded) and returns
     /// its log.
     pub fn stop(mut self) -> String {
-        let pid = self.child.id().to_string();
-        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        let pid = rustix::process::Pid::from_child(&self.child);
+        rustix::process::kill_process(pid, rustix::process::Signal::TERM)
+            .unwrap_or_else(|e| panic!("kill({pid:?}, SIGTERM): {e}"));
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
