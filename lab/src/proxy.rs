@@ -7,12 +7,12 @@
 //!   first); a connection stays on the worker that accepted it, and so do
 //!   the upstream connections it uses.
 //! - Upstream connections are hyper client connections (TCP or UNIX socket,
-//!   a connect timeout, a cap on open connections per upstream:
-//!   [`connect`]). `--keepalive N` caches up to N idle connections per
-//!   upstream in each worker ([`pool`], nginx's `keepalive N`, also per
-//!   worker; when the cache is full the least recently used one is
-//!   closed); with 0 the proxy closes each upstream connection after its
-//!   response, so TIME_WAIT lands on the proxy's side (seed 000).
+//!   a connect timeout, a cap on open connections per upstream; in
+//!   `proxy/connect.rs`). `--keepalive N` caches up to N idle connections
+//!   per upstream in each worker (`proxy/pool.rs`; nginx's `keepalive N`,
+//!   also per worker; when the cache is full the least recently used one
+//!   is closed); with 0 the proxy closes each upstream connection after
+//!   its response, so TIME_WAIT lands on the proxy's side (seed 000).
 //! - `--max-connections` bounds open client connections like
 //!   `worker_connections`: at the bound the proxy stops calling `accept()`
 //!   and new clients wait in the kernel's accept queue.
@@ -21,10 +21,10 @@
 //!   connect timeout (`--connect-timeout`) or no response head within
 //!   `--read-timeout` of sending the request → 504 (the upstream
 //!   connection is closed); a response body that stalls for
-//!   `--read-timeout` cuts the client connection ([`body`], nginx's
-//!   `proxy_read_timeout`).
+//!   `--read-timeout` cuts the client connection ([`UpstreamBody`];
+//!   nginx's `proxy_read_timeout`).
 //! - Bodies stream through in both directions; nothing is buffered whole.
-//! - Hop-by-hop headers are dropped both ways ([`headers`]).
+//! - Hop-by-hop headers are dropped both ways (`proxy/headers.rs`).
 //! - `--status-path` answers in nginx's stub_status format, counted over
 //!   all workers ([`Stats`]).
 //! - The access log (target `access`, level info) costs nothing when that

@@ -31,8 +31,8 @@ fn large_counters_stay_exact() {
 }
 
 /// The lab proxy's page (`sockscope proxy --status-path`) reads back as
-/// nginx's (moved from the lab's reverse.rs: the lab crate cannot see this
-/// parser).
+/// nginx's. It lives here because the lab crate cannot see this parser;
+/// the lab checks the page byte for byte.
 #[test]
 fn stub_status_page_parses_as_nginx() {
     use std::sync::atomic::Ordering::Relaxed;
