@@ -165,3 +165,6 @@ where
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests;
