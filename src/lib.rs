@@ -9,7 +9,6 @@
 pub mod collector;
 pub mod exporter;
 pub mod model;
-pub mod proxy;
 pub mod signal;
 pub mod snapshot;
 pub mod source;

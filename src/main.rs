@@ -1,4 +1,8 @@
 //! `sockscope`: socket-state observability for reverse-proxy hosts.
+//!
+//! Parses flags and runs the agent, the snapshot, or the lab (the
+//! `sockscope_lab` crate) with the process's SIGTERM/SIGINT as its stop.
+#![forbid(unsafe_code)]
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -6,14 +10,16 @@ use std::process::ExitCode;
 use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
+use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::{Args, Parser, Subcommand};
 use sockscope::collector::nginx::{Scraper, Target, scrape_all};
 use sockscope::collector::{CensusPolicy, Config, Poller, SourceMode};
 use sockscope::exporter::{SampleCollector, server};
-use sockscope::proxy::reverse::ProxyConfig;
-use sockscope::proxy::upstream::Behavior;
-use sockscope::proxy::{self as lab, Addr};
+use sockscope::signal::shutdown_signal;
 use sockscope::source::ProcRoot;
+use sockscope_lab::proxy::ProxyConfig;
+use sockscope_lab::upstream::Behavior;
+use sockscope_lab::{self as lab, Addr};
 use tokio::sync::watch;
 
 #[derive(Parser)]
@@ -99,7 +105,7 @@ struct UpstreamArgs {
     #[arg(long, default_value_t = 511)]
     backlog: u32,
     /// What to do with each connection.
-    #[arg(long, value_enum)]
+    #[arg(long, value_parser = parse_behavior())]
     behavior: Behavior,
     /// Worker threads.
     #[arg(long, default_value_t = 1)]
@@ -108,6 +114,12 @@ struct UpstreamArgs {
 
 fn parse_addr(s: &str) -> Result<Addr, String> {
     s.parse()
+}
+
+/// `--behavior`: one of the lab's names, listed in the help and errors.
+fn parse_behavior() -> impl TypedValueParser<Value = Behavior> {
+    PossibleValuesParser::new(Behavior::NAMES)
+        .map(|s| s.parse::<Behavior>().expect("a possible value"))
 }
 
 #[derive(Args, Clone)]
@@ -338,7 +350,7 @@ fn run_agent(args: AgentArgs) -> Result<(), String> {
             .map_err(|e| format!("registering metrics: {e}"))?;
         tracing::info!(address = %local, path = %args.telemetry_path, interval = ?interval, "serving");
         let router = server::router(registry, &args.telemetry_path);
-        let served = server::serve(listener, router, sockscope::signal::shutdown_signal()).await;
+        let served = server::serve(listener, router, shutdown_signal()).await;
         drop(stop_tx);
         let _ = poll_thread.join();
         served.map_err(|e| format!("serving: {e}"))
@@ -382,7 +394,7 @@ fn run_proxy(a: ProxyArgs) -> Result<(), String> {
         status_path: a.status_path,
     };
     // This thread only waits for the signal; `--workers` threads serve,
-    // each on a runtime of its own (see proxy::reverse::run).
+    // each on a runtime of its own (see sockscope_lab::proxy::run).
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -390,12 +402,13 @@ fn run_proxy(a: ProxyArgs) -> Result<(), String> {
     rt.block_on(async move {
         let listener = lab::listen(&a.listen, a.backlog)?;
         tracing::info!(listen = %a.listen, backlog = a.backlog, upstreams = ?cfg.upstreams, keepalive = cfg.keepalive, workers = a.workers, "proxy serving");
-        sockscope::proxy::reverse::run(listener, cfg, a.workers).await
+        lab::proxy::run(listener, cfg, a.workers, shutdown_signal()).await
     })
 }
 
 fn run_upstream(a: UpstreamArgs) -> Result<(), String> {
-    // One single-threaded runtime per worker (this thread is the first).
+    // This thread only waits for the signal; `--workers` threads serve,
+    // each on a runtime of its own (see sockscope_lab::upstream::run_workers).
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -403,9 +416,9 @@ fn run_upstream(a: UpstreamArgs) -> Result<(), String> {
     rt.block_on(async move {
         let listener = lab::listen(&a.listen, a.backlog)?;
         tracing::info!(listen = %a.listen, backlog = a.backlog, behavior = ?a.behavior, workers = a.workers, "upstream serving");
-        sockscope::proxy::upstream::run_workers(listener, a.behavior, a.workers)
+        lab::upstream::run_workers(listener, a.behavior, a.workers, shutdown_signal())
             .await
-            .map_err(|e| format!("starting the upstream workers: {e}"))
+            .map_err(|e| format!("upstream workers: {e}"))
     })
 }
 

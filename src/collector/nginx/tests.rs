@@ -30,6 +30,25 @@ fn large_counters_stay_exact() {
     assert_eq!((big as f64).to_string(), big.to_string());
 }
 
+/// The lab proxy's page (`sockscope proxy --status-path`) reads back as
+/// nginx's. It lives here because the lab crate cannot see this parser;
+/// the lab checks the page byte for byte.
+#[test]
+fn stub_status_page_parses_as_nginx() {
+    use std::sync::atomic::Ordering::Relaxed;
+    let s = sockscope_lab::proxy::Stats::default();
+    s.accepts.store(7, Relaxed);
+    s.handled.store(7, Relaxed);
+    s.requests.store(9, Relaxed);
+    s.active.store(3, Relaxed);
+    s.writing.store(1, Relaxed);
+    let p = parse_stub_status(s.page().as_bytes()).unwrap();
+    assert_eq!(
+        (p.active, p.accepts, p.requests, p.writing, p.waiting),
+        (3, 7, 9, 1, 2)
+    );
+}
+
 #[test]
 fn rejects_what_is_not_stub_status() {
     for bad in [
