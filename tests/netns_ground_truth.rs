@@ -17,7 +17,16 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::*;
+use common::agent::{AGENT_ADDR, Agent};
+use common::metrics::{check_promtool, check_python_parser};
+use common::netns::{ephemeral_limit, run_in_netns, setup_netns, sysctl};
+use common::scrape::{Scraper, measure};
+use common::truth::{
+    ProcUnixLine, SsTcpRow, SsUnixRow, assert_sysctls, assert_tcp_states, assert_unix_sockets,
+    count_states, netstat_tcpext, proc_net_unix, sockstat_tcp, sockstat_tw, ss_tcp, ss_unix,
+    ss_unix_listener, unix_counts, unix_path_lines,
+};
+use common::wait::wait_for;
 use socket2::{Domain, SockAddr, Socket, Type};
 
 const QUEUE_PORT: u16 = 8080;
