@@ -335,7 +335,7 @@ fn ground_truth(source: Source) {
     // answers the stale ACK, the closed server answers with a RST, and with
     // tcp_rfc1337=0 that RST kills the TIME_WAIT (0-3 lost per 2000).
     // setup_netns() also pins the test to one CPU, which removes the
-    // reordering itself (see common::pin_to_one_cpu).
+    // reordering itself (see common::netns::pin_to_one_cpu).
     setup_netns(&[
         ("net/ipv4/tcp_tw_reuse", "0"),
         ("net/ipv4/tcp_rfc1337", "1"),
