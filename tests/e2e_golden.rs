@@ -4,9 +4,11 @@
 //! Also: bad flags and unusable inputs fail with a one-line error, and a
 //! missing source is a metric, not a failed scrape.
 
-mod common_cli;
+mod common;
 
-use common_cli::{Agent, run_with_stdin};
+use common::agent::Agent;
+use common::prereq;
+use common::process::run_with_stdin;
 
 const GOLDEN: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/e2e-output.txt");
 const FIXTURE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/proc");
@@ -92,7 +94,7 @@ fn golden_passes_promtool_check_metrics() {
 #[ignore = "needs python3 with prometheus_client: ./scripts/test installs it"]
 fn golden_parses_with_prometheus_client() {
     let body = fixture_scrape();
-    common_cli::prereq::python_with(&["prometheus_client.parser"]);
+    prereq::python_with(&["prometheus_client.parser"]);
     let script = "import sys\nfrom prometheus_client.parser import text_string_to_metric_families as p\n\
                   fams = list(p(sys.stdin.read()))\nassert len(fams) > 20, len(fams)\nprint(len(fams))";
     let (ok, out) = run_with_stdin("python3", &["-c", script], &body);

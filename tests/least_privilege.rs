@@ -10,7 +10,12 @@ mod common;
 use std::process::Stdio;
 use std::time::Duration;
 
-use common::*;
+use common::agent::AGENT_ADDR;
+use common::metrics::Metrics;
+use common::netns::{run_in_netns, setup_netns};
+use common::prereq;
+use common::process::run_ok;
+use common::wait::wait_for;
 
 /// The `limits: memory: NMi` of the DaemonSet, in bytes.
 fn daemonset_memory_limit() -> u64 {

@@ -12,7 +12,11 @@ mod common;
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
-use common::*;
+use common::agent::Agent;
+use common::netns::{run_in_netns, setup_netns};
+use common::scrape::{Scraper, measure};
+use common::truth::{assert_tcp_states, count_states, ss_tcp};
+use common::wait::now_unix;
 use socket2::{Domain, Socket, Type};
 
 const QUEUE_ADDR: &str = "127.0.0.1:8080";

@@ -17,7 +17,16 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::*;
+use common::agent::{AGENT_ADDR, Agent};
+use common::metrics::{check_promtool, check_python_parser};
+use common::netns::{ephemeral_limit, run_in_netns, setup_netns, sysctl};
+use common::scrape::{Scraper, measure};
+use common::truth::{
+    ProcUnixLine, SsTcpRow, SsUnixRow, assert_sysctls, assert_tcp_states, assert_unix_sockets,
+    count_states, netstat_tcpext, proc_net_unix, sockstat_tcp, sockstat_tw, ss_tcp, ss_unix,
+    ss_unix_listener, unix_counts, unix_path_lines,
+};
+use common::wait::wait_for;
 use socket2::{Domain, SockAddr, Socket, Type};
 
 const QUEUE_PORT: u16 = 8080;
@@ -326,7 +335,7 @@ fn ground_truth(source: Source) {
     // answers the stale ACK, the closed server answers with a RST, and with
     // tcp_rfc1337=0 that RST kills the TIME_WAIT (0-3 lost per 2000).
     // setup_netns() also pins the test to one CPU, which removes the
-    // reordering itself (see common::pin_to_one_cpu).
+    // reordering itself (see common::netns::pin_to_one_cpu).
     setup_netns(&[
         ("net/ipv4/tcp_tw_reuse", "0"),
         ("net/ipv4/tcp_rfc1337", "1"),

@@ -14,7 +14,11 @@ use std::net::{TcpListener, TcpStream};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use common::*;
+use common::agent::{AGENT_ADDR, Agent};
+use common::netns::{run_in_netns, setup_port_range_netns};
+use common::scrape::{Scraper, measure};
+use common::truth::{assert_sysctls, ss_tcp};
+use common::wait::{now_unix, wait_for};
 
 const SERVER: &str = "127.0.0.1:7100";
 const RANGE: (u16, u16) = (40000, 40099);

@@ -18,56 +18,20 @@ mod common;
 
 use std::net::TcpStream;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::*;
+use common::agent::{AGENT_ADDR, Agent};
+use common::netns::{run_in_netns, setup_netns};
+use common::prereq;
+use common::process::{LabProcess, wait_listening};
+use common::truth::tcp_listening;
+use common::wait::wait_for;
 
 const PROM: &str = "127.0.0.1:9090";
 const PROXY: &str = "127.0.0.1:8081";
 const UPSTREAM: &str = "127.0.0.1:7100";
 const STUCK: &str = "127.0.0.1:7200";
 const RANGE: (u16, u16) = (40000, 40999);
-
-/// A child process killed on drop.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn spawn(name: &'static str, args: &[&str], log: &Path) -> Proc {
-    let f = std::fs::File::create(log).unwrap();
-    let child = Command::new(if name == "prometheus" {
-        prereq::tool("prometheus")
-    } else {
-        env!("CARGO_BIN_EXE_sockscope").into()
-    })
-    .args(args)
-    .stdin(Stdio::null())
-    .stdout(f.try_clone().unwrap())
-    .stderr(f)
-    .spawn()
-    .unwrap_or_else(|e| panic!("spawning {name}: {e}"));
-    Proc(child)
-}
-
-/// Waits until `addr` is a listening socket, as `ss` shows it. (A test
-/// connection would leave a TIME_WAIT socket in the very pool measured.)
-fn wait_listening(addr: &str) {
-    let port = addr.rsplit_once(':').unwrap().1;
-    wait_for(
-        &format!("{addr} to listen"),
-        Duration::from_secs(20),
-        || {
-            let out = run_ok("ss", &["-Hltn", &format!("sport = :{port}")]);
-            if out.contains(addr) { Ok(()) } else { Err(out) }
-        },
-    );
-}
 
 /// One keep-alive client for Prometheus: a new connection per poll would
 /// fill the namespace's 1,000-port range toward Prometheus with TIME_WAIT.
@@ -209,14 +173,14 @@ fn prometheus_alerts_fire_before_first_502() {
         ]);
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
-        let _upstream = spawn(
+        let _upstream = LabProcess::listening(
             "upstream",
             &["upstream", "--listen", UPSTREAM, "--behavior", "keepalive"],
-            &d.join("upstream.log"),
+            UPSTREAM,
         );
         let stuck_sock = d.join("stuck.sock");
         let stuck_unix = format!("unix:{}", stuck_sock.display());
-        let _stuck_unix = spawn(
+        let _stuck_unix = LabProcess::listening(
             "stuck-unix",
             &[
                 "upstream",
@@ -227,9 +191,9 @@ fn prometheus_alerts_fire_before_first_502() {
                 "--behavior",
                 "no-accept",
             ],
-            &d.join("stuck-unix.log"),
+            &stuck_unix,
         );
-        let _stuck = spawn(
+        let _stuck = LabProcess::listening(
             "stuck",
             &[
                 "upstream",
@@ -240,9 +204,9 @@ fn prometheus_alerts_fire_before_first_502() {
                 "--behavior",
                 "no-accept",
             ],
-            &d.join("stuck.log"),
+            STUCK,
         );
-        let _proxy = spawn(
+        let proxy = LabProcess::listening(
             "proxy",
             &[
                 "proxy",
@@ -257,13 +221,15 @@ fn prometheus_alerts_fire_before_first_502() {
                 "--workers",
                 "1",
             ],
-            &d.join("proxy.log"),
+            PROXY,
         );
-        wait_listening(UPSTREAM);
-        wait_listening(PROXY);
         let mut agent =
             Agent::spawn(&["--nginx.scrape-uri", &format!("http://{PROXY}/stub_status")]);
-        wait_listening(AGENT_ADDR);
+        wait_listening(
+            &format!("the agent listening on {AGENT_ADDR}"),
+            || tcp_listening(AGENT_ADDR),
+            || agent.assert_running(),
+        );
         agent.assert_running();
 
         let rules = test_rules(d);
@@ -273,15 +239,13 @@ fn prometheus_alerts_fire_before_first_502() {
             rules[0], rules[1]
         );
         std::fs::write(d.join("prometheus.yml"), config).unwrap();
-        let prom_log = d.join("prometheus.log");
-        let _prom = spawn(
+        let _prom = LabProcess::command(
             "prometheus",
-            &[
+            prereq::command("prometheus").args([
                 &format!("--config.file={}", d.join("prometheus.yml").display()),
                 &format!("--storage.tsdb.path={}", d.join("data").display()),
                 &format!("--web.listen-address={PROM}"),
-            ],
-            &prom_log,
+            ]),
         );
         wait_for("prometheus ready", Duration::from_secs(30), || {
             ureq::get(&format!("http://{PROM}/-/ready"))
@@ -350,7 +314,7 @@ fn prometheus_alerts_fire_before_first_502() {
         println!(
             "NearExhaustion fired after {fired_after:?}, before request #{first_502} got the first 502"
         );
-        let proxy_log = std::fs::read_to_string(d.join("proxy.log")).unwrap();
+        let proxy_log = proxy.log();
         assert!(
             proxy_log.contains("(99: Cannot assign requested address"),
             "{proxy_log}"

@@ -21,7 +21,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use common::*;
+use common::netns::run_in_netns;
+use common::process::{LabProcess, fd_numbers, raise_nofile, run_ok, vm_rss_kib};
+use common::truth::{proc_net_unix, unix_path_lines};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Concurrent clients, all in flight at once.

@@ -33,7 +33,16 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use common::*;
+use common::agent::start_agent;
+use common::http::HttpClient;
+use common::load::concurrent_load;
+use common::metrics::{Metrics, PoolFigures};
+use common::netns::{allowed_cpus, pin_to_nth_cpu, run_in_netns, setup_port_range_netns};
+use common::nginx::{NGINX_EVENTS, Nginx, nginx_proxy_http, run_in_netns_with_nginx};
+use common::process::LabProcess;
+use common::scrape::{Scraper, measure};
+use common::truth::ss_pool;
+use common::wait::wait_for;
 
 const UPSTREAM: &str = "127.0.0.1:7100";
 const PROXY: &str = "127.0.0.1:8081";

@@ -59,7 +59,18 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use common::*;
+use common::agent::{Agent, start_agent};
+use common::http::{HttpEnd, HttpExchange, http_get_once};
+use common::metrics::{ListenerSeries, Metrics};
+use common::netns::{run_in_netns, setup_netns};
+use common::nginx::{Nginx, run_in_netns_with_nginx};
+use common::process::{LabProcess, fd_numbers, set_nofile_of};
+use common::scrape::{Scraper, measure};
+use common::truth::{
+    assert_unix_sockets, proc_net_unix, ss_estab_local, ss_tcp, ss_tcp_listen_queue, ss_unix,
+    ss_unix_listener, unix_counts, unix_path_lines, wait_unix_path_lines,
+};
+use common::wait::wait_for;
 
 /// `--backlog` of the upstream in the five cases (the kernel queues
 /// backlog + 1 UNIX embryos before `connect()` fails with EAGAIN).

@@ -26,7 +26,18 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use common::*;
+use common::agent::{AGENT_ADDR, start_agent};
+use common::http::HttpClient;
+use common::load::concurrent_load_until;
+use common::metrics::{Metrics, PoolFigures, pool_destinations};
+use common::netns::{allowed_cpus, pin_to_nth_cpu, run_in_netns, setup_port_range_netns};
+use common::nginx::{NGINX_EVENTS, Nginx, nginx_proxy_http, run_in_netns_with_nginx};
+use common::process::LabProcess;
+use common::scrape::{Scraper, measure};
+use common::truth::{
+    SsTcpRow, assert_unix_sockets, count_states, proc_net_unix, ss_tcp, unix_counts,
+};
+use common::wait::wait_for;
 
 const PROXY: &str = "127.0.0.1:8081";
 /// The local address of every outbound loopback connection (the source

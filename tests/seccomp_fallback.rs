@@ -4,12 +4,12 @@
 //! sources down, and keeps serving every figure. With `--source netlink`
 //! the socket figures are absent, never zeros, and the scrape still works.
 
-mod common_cli;
+mod common;
 
 use std::os::unix::process::CommandExt;
 use std::process::Command;
 
-use common_cli::Agent;
+use common::agent::Agent;
 
 /// Classic-BPF seccomp program: `socket(AF_NETLINK, ...)` fails with EPERM,
 /// everything else is allowed (seccomp(2), linux/filter.h).

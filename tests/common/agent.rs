@@ -1,0 +1,142 @@
+//! The `sockscope agent` child process, either on the fixed address of the
+//! network-namespace tests ([`Agent::spawn`]) or on an OS-chosen port with
+//! a JSON log ([`Agent::start`]).
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use rustix::process::Signal;
+
+use super::process::{LoggedChild, signal_child};
+use super::scrape::Scraper;
+use super::wait::wait_for;
+
+/// Where the agent listens inside the namespace.
+pub const AGENT_ADDR: &str = "127.0.0.1:9977";
+
+/// The `sockscope agent` child; stdout and stderr go to a log file. It
+/// gets SIGKILL if the spawning thread dies; on drop SIGKILL (and its log
+/// printed when the test is panicking).
+pub struct Agent {
+    proc: LoggedChild,
+    /// The address it serves on (`IP:PORT`).
+    pub addr: String,
+}
+
+impl Agent {
+    /// Starts `sockscope agent --web.listen-address 127.0.0.1:9977
+    /// --poll.interval 100ms` plus `extra` flags. It inherits the
+    /// namespace. Does not wait for it to listen.
+    pub fn spawn(extra: &[&str]) -> Agent {
+        Agent::launch(AGENT_ADDR, &[], extra, |_| {})
+    }
+
+    /// Starts the agent on 127.0.0.1 with an OS-chosen port and a JSON
+    /// log, with `extra` flags, and waits (bounded: 20 s) for its
+    /// "serving" log line, which carries the bound address.
+    pub fn start(extra: &[&str]) -> Agent {
+        Agent::start_with(extra, |_| {})
+    }
+
+    /// Like [`Agent::start`], letting `prepare` adjust the command first
+    /// (e.g. a `pre_exec` hook).
+    pub fn start_with(extra: &[&str], prepare: impl FnOnce(&mut Command)) -> Agent {
+        let mut agent = Agent::launch("127.0.0.1:0", &["--log.format", "json"], extra, prepare);
+        agent.addr = wait_for(
+            "the agent's \"serving\" log line",
+            Duration::from_secs(20),
+            || {
+                agent.assert_running();
+                let log = agent.log();
+                serving_address(&log).ok_or(log)
+            },
+        );
+        agent
+    }
+
+    fn launch(
+        listen: &str,
+        log_flags: &[&str],
+        extra: &[&str],
+        prepare: impl FnOnce(&mut Command),
+    ) -> Agent {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_sockscope"));
+        cmd.args(["agent", "--web.listen-address", listen])
+            .args(log_flags)
+            .args(["--poll.interval", "100ms"])
+            .args(extra);
+        prepare(&mut cmd);
+        let proc = LoggedChild::spawn(&mut cmd, Signal::KILL)
+            .unwrap_or_else(|e| panic!("spawning the agent: {e}"));
+        Agent {
+            proc,
+            addr: listen.to_owned(),
+        }
+    }
+
+    /// The agent's log so far.
+    pub fn log(&self) -> String {
+        self.proc.log()
+    }
+
+    /// Panics (with the log) if the agent has exited.
+    pub fn assert_running(&mut self) {
+        self.proc.assert_running("the agent");
+    }
+
+    /// GETs /metrics on a new connection.
+    pub fn scrape(&self) -> String {
+        ureq::get(&format!("http://{}/metrics", self.addr))
+            .call()
+            .expect("scrape /metrics")
+            .into_body()
+            .read_to_string()
+            .unwrap()
+    }
+
+    /// Stops the agent with SIGTERM, waits for it (bounded: 10 s), asserts
+    /// it exited successfully, and returns its log.
+    pub fn stop(mut self) -> String {
+        signal_child(&self.proc.child, Signal::TERM);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(status) = self.proc.child.try_wait().unwrap() {
+                assert!(status.success(), "agent exited with {status} on SIGTERM");
+                break;
+            }
+            assert!(Instant::now() < deadline, "agent did not stop on SIGTERM");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.log()
+    }
+}
+
+/// The address of the first complete JSON `"serving"` line of `log`.
+fn serving_address(log: &str) -> Option<String> {
+    let complete = &log[..log.rfind('\n').map_or(0, |i| i + 1)];
+    complete
+        .lines()
+        .filter(|l| l.contains("\"serving\""))
+        .find_map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            v["fields"]["address"].as_str().map(str::to_owned)
+        })
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.proc.child.kill();
+        let _ = self.proc.child.wait();
+        if std::thread::panicking() {
+            eprintln!("----- agent log -----\n{}", self.log());
+        }
+    }
+}
+
+/// Spawns the agent ([`Agent::spawn`] with `extra` flags) and connects
+/// its one scrape connection ([`Scraper::connect`]).
+pub fn start_agent(extra: &[&str]) -> (Agent, Scraper) {
+    let mut agent = Agent::spawn(extra);
+    let scraper = Scraper::connect(&mut agent);
+    (agent, scraper)
+}
