@@ -34,7 +34,7 @@
 #   agent: sockscope agent with default settings (1 s polls; the census
 #          of every socket within a 1 % CPU budget, listener-only dumps
 #          between): CPU share (utime+stime over --cpu-seconds), the
-#          census's sockscope_poll_duration_seconds summed over its sources
+#          census's sockscope_source_duration_seconds summed over its sources
 #          (one scrape every 3 s during that window), the listener-only
 #          tick's, sockscope_census_interval_seconds, peak RSS (VmHWM);
 #   agentevery: the same with --census.cpu-budget-ratio 1 (a census on
@@ -202,7 +202,7 @@ EOF
             sleep 3
             # the census's sources (carried between censuses), and the
             # listener-only dumps of a poll without a census
-            t=$( (curl -sf 127.0.0.1:9977/metrics || true) | awk '/^sockscope_poll_duration_seconds\{/ {
+            t=$( (curl -sf 127.0.0.1:9977/metrics || true) | awk '/^sockscope_source_duration_seconds\{/ {
                     split($1, a, "\""); v[a[2]] = $2 * 1000
                     if (a[2] ~ /_listen$/) l += $2 * 1000; else s += $2 * 1000 }
                 /^sockscope_census_interval_seconds / { iv = $2 }

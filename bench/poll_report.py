@@ -142,7 +142,7 @@ def main():
     P = lambda key: lambda s: num(peers[s], key)  # noqa: E731
     A = lambda key: lambda s: num(agent[s], key)  # noqa: E731
     E = lambda key: lambda s: num(every[s], key)  # noqa: E731
-    row("**agent census** (full poll), ms (its sources' `sockscope_poll_duration_seconds`)", A("agent_poll_ms"))
+    row("**agent census** (full poll), ms (its sources' `sockscope_source_duration_seconds`)", A("agent_poll_ms"))
     row("— of which inet_diag (one dump for both families), ms", A("agent_poll_tcp_ms"))
     row("— of which unix_diag, ms", A("agent_poll_unix_ms"))
     row("agent census when it runs every poll (`--census.cpu-budget-ratio 1`), ms", E("agent_poll_ms"))

@@ -25,7 +25,7 @@ use sockscope::collector::ephemeral_ports::{self, EphemeralPorts, PortModel};
 use sockscope::collector::listen_queue::{TcpListeners, UnixListeners};
 use sockscope::collector::tcp_states::TcpStates;
 use sockscope::collector::unix_states::UnixStates;
-use sockscope::model::{Family, TcpSocket, TcpState};
+use sockscope::model::{Family, PortRange, TcpQueues, TcpSocket, TcpState};
 use sockscope::source::procfs;
 use sockscope::source::sock_diag::{Frame, decode_inet, decode_unix, walk_frames};
 use sockscope::source::sysctl::Sysctls;
@@ -189,7 +189,7 @@ fn unix_dump() -> Vec<Vec<u8>> {
 fn sysctls() -> Sysctls {
     Sysctls {
         somaxconn: 4096,
-        port_range: (1024, 65535),
+        port_range: PortRange::new(1024, 65535).unwrap(),
         reserved_ports: vec![],
         tcp_tw_reuse: 2,
         tcp_tw_reuse_delay_ms: Some(1000),
@@ -246,7 +246,7 @@ fn bench_netlink(c: &mut Criterion) {
             for d in &inet {
                 walk_frames(d, SEQ, |f| {
                     if let Frame::Socket(p) = f {
-                        n += u64::from(decode_inet(p).unwrap().rqueue) + 1;
+                        n += u64::from(decode_inet(p).unwrap().local.port()) + 1;
                     }
                 })
                 .unwrap();
@@ -294,16 +294,20 @@ fn bench_procfs(c: &mut Criterion) {
     g.bench_function("parse_tcp", |b| {
         b.iter(|| {
             let mut n = 0u64;
-            let st = procfs::parse_tcp(Family::Ipv4, &tcp[..], &mut |s| n += u64::from(s.rqueue))
-                .unwrap();
+            let st = procfs::parse_tcp(Family::Ipv4, &tcp[..], &mut |s| {
+                n += u64::from(s.local.port())
+            })
+            .unwrap();
             black_box((n, st))
         })
     });
     g.bench_function("parse_tcp6", |b| {
         b.iter(|| {
             let mut n = 0u64;
-            let st = procfs::parse_tcp(Family::Ipv6, &tcp6[..], &mut |s| n += u64::from(s.rqueue))
-                .unwrap();
+            let st = procfs::parse_tcp(Family::Ipv6, &tcp6[..], &mut |s| {
+                n += u64::from(s.local.port())
+            })
+            .unwrap();
             black_box((n, st))
         })
     });
@@ -457,8 +461,7 @@ fn bench_ephemeral(c: &mut Criterion) {
             state: TcpState::Established,
             local: SocketAddr::new(Ipv4Addr::new(10, 255, 0, 1).into(), 40000),
             remote: SocketAddr::new(Ipv4Addr::from(0x0a00_0000 | i).into(), 80),
-            rqueue: 0,
-            wqueue: None,
+            queues: TcpQueues::Bytes { recv: 0, send: 0 },
             expires_ms: None,
         };
         e.observe(&model, &listening.ports, &s);

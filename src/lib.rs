@@ -1,14 +1,19 @@
 //! sockscope: socket-state observability for reverse-proxy hosts.
 //!
-//! `source` reads the kernel (sock_diag netlink, `/proc`), `collector`
-//! classifies what it read, `exporter` serves it on `/metrics`, `snapshot`
-//! prints it for humans.
+//! `source` reads the kernel (sock_diag netlink, `/proc`) and nginx;
+//! `collector` holds the analyses, each owning its metric families
+//! (`metrics` is their shared vocabulary); `poller` decides what one poll
+//! of one network namespace reads; `agent` runs the poll loop; `exporter`
+//! serves `/metrics`; `snapshot` prints a sample for humans.
 #![forbid(unsafe_code)]
 #![deny(rust_2018_idioms)]
 
+pub mod agent;
 pub mod collector;
 pub mod exporter;
+pub mod metrics;
 pub mod model;
+pub mod poller;
 pub mod signal;
 pub mod snapshot;
 pub mod source;

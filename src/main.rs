@@ -7,20 +7,21 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::{Arc, mpsc};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::{Args, Parser, Subcommand};
-use sockscope::collector::nginx::{Scraper, Target, scrape_all};
-use sockscope::collector::{CensusPolicy, Config, Poller, SourceMode};
-use sockscope::exporter::{SampleCollector, server};
+use sockscope::agent::PollLoop;
+use sockscope::collector::census::CensusPolicy;
+use sockscope::exporter;
+use sockscope::poller::{Config, Poller, SourceMode};
 use sockscope::signal::shutdown_signal;
 use sockscope::source::ProcRoot;
+use sockscope::source::kernel::Kernel;
+use sockscope::source::stub_status::{Scraper, Target};
 use sockscope_lab::proxy::ProxyConfig;
 use sockscope_lab::upstream::Behavior;
 use sockscope_lab::{self as lab, Addr};
-use tokio::sync::watch;
 
 #[derive(Parser)]
 #[command(
@@ -213,8 +214,8 @@ fn parse_path(s: &str) -> Result<String, String> {
 }
 
 impl PollArgs {
-    /// Checks the procfs root is readable and builds the poller config.
-    fn config(&self) -> Result<Config, String> {
+    /// Checks the procfs root is readable and builds the poller.
+    fn poller(&self, census: CensusPolicy) -> Result<Poller, String> {
         let net = self.procfs.join("net");
         std::fs::read_dir(&net).map_err(|e| {
             format!(
@@ -228,14 +229,14 @@ impl PollArgs {
                 "--ephemeral.top-destinations and --listen.max-listeners must be at least 1".into(),
             );
         }
-        Ok(Config {
-            procfs: ProcRoot::new(&self.procfs),
+        let cfg = Config {
             source: self.source,
             top_destinations: self.top_destinations,
             max_listeners: self.max_listeners,
-            census: CensusPolicy::EVERY_POLL,
+            census,
             inet_diag_any_family: true,
-        })
+        };
+        Ok(Poller::new(cfg, Kernel::new(ProcRoot::new(&self.procfs))))
     }
 }
 
@@ -288,77 +289,33 @@ async fn bind(s: &str) -> Result<tokio::net::TcpListener, String> {
 }
 
 fn run_agent(args: AgentArgs) -> Result<(), String> {
-    let cfg = Config {
-        census: CensusPolicy {
-            cpu_budget_ratio: args.census_budget,
-            max_interval: args.census_max_interval,
-        },
-        ..args.poll.config()?
-    };
+    let poller = args.poll.poller(CensusPolicy {
+        cpu_budget_ratio: args.census_budget,
+        max_interval: args.census_max_interval,
+    })?;
     let rt = runtime(2)?;
     rt.block_on(async move {
         let listener = bind(&args.listen).await?;
         let local = listener.local_addr().map_err(|e| e.to_string())?;
-
-        let mut poller = Poller::new(cfg);
-        let (tx, rx) = watch::channel(Some(Arc::new(poller.poll())));
-        let (stop_tx, stop_rx) = mpsc::channel::<()>();
-        let interval = args.interval;
-        let poll_thread = std::thread::Builder::new()
-            .name("poller".into())
-            .spawn(move || {
-                let mut next = Instant::now() + interval;
-                loop {
-                    match stop_rx.recv_timeout(next.saturating_duration_since(Instant::now())) {
-                        Err(mpsc::RecvTimeoutError::Timeout) => {}
-                        _ => return,
-                    }
-                    next += interval;
-                    let now = Instant::now();
-                    if next < now {
-                        next = now + interval; // a slow poll skips ticks
-                    }
-                    tx.send_replace(Some(Arc::new(poller.poll())));
-                }
-            })
+        let scrapers = args.nginx.iter().cloned().map(Scraper::new).collect();
+        let poll_loop = PollLoop::new(poller, scrapers, args.interval, args.nginx_timeout)
             .map_err(|e| format!("starting the poller: {e}"))?;
-
-        let nginx_rx = if args.nginx.is_empty() {
-            None
-        } else {
-            let mut scrapers: Vec<Scraper> = args.nginx.iter().cloned().map(Scraper::new).collect();
-            let timeout = args.nginx_timeout;
-            let first = scrape_all(&mut scrapers, timeout).await;
-            let (ntx, nrx) = watch::channel(Arc::new(first));
-            tokio::spawn(async move {
-                let mut tick = tokio::time::interval(interval);
-                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-                tick.tick().await;
-                loop {
-                    tick.tick().await;
-                    let samples = scrape_all(&mut scrapers, timeout).await;
-                    if ntx.send(Arc::new(samples)).is_err() {
-                        return;
-                    }
-                }
-            });
-            Some(nrx)
-        };
-        let registry = prometheus::Registry::new();
-        registry
-            .register(Box::new(SampleCollector::new(rx, nginx_rx)))
-            .map_err(|e| format!("registering metrics: {e}"))?;
-        tracing::info!(address = %local, path = %args.telemetry_path, interval = ?interval, "serving");
-        let router = server::router(registry, &args.telemetry_path);
-        let served = server::serve(listener, router, shutdown_signal()).await;
-        drop(stop_tx);
-        let _ = poll_thread.join();
+        let (latest, running) = poll_loop.start().await;
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let polling = tokio::spawn(running.run(async {
+            let _ = stop_rx.await;
+        }));
+        tracing::info!(address = %local, path = %args.telemetry_path, interval = ?args.interval, "serving");
+        let router = exporter::router(latest, &args.telemetry_path);
+        let served = exporter::serve(listener, router, shutdown_signal()).await;
+        let _ = stop_tx.send(());
+        let _ = polling.await;
         served.map_err(|e| format!("serving: {e}"))
     })
 }
 
 fn run_snapshot(args: SnapshotArgs) -> Result<(), String> {
-    let mut poller = Poller::new(args.poll.config()?);
+    let mut poller = args.poll.poller(CensusPolicy::EVERY_POLL)?;
     let sample = poller.poll();
     if args.json {
         let s = serde_json::to_string_pretty(&sample).map_err(|e| e.to_string())?;

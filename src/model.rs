@@ -45,14 +45,14 @@ pub enum TcpState {
     LastAck = 9,
     Listen = 10,
     Closing = 11,
-    /// A request socket (SYN received, SYN-ACK sent): inet_diag reports it
-    /// as 12; `/proc/net/tcp` prints it as `SYN_RECV` (03).
-    NewSynRecv = 12,
 }
 
 impl TcpState {
-    /// Every state, in kernel order.
-    pub const ALL: [TcpState; 12] = [
+    /// Every state user space sees, in kernel order. `TCP_NEW_SYN_RECV`
+    /// (12) is kernel-internal: inet_diag fills `idiag_state =
+    /// TCP_SYN_RECV` for request sockets (`inet_req_diag_fill()`), and
+    /// `/proc/net/tcp` prints `03` (`get_openreq4()`).
+    pub const ALL: [TcpState; 11] = [
         TcpState::Established,
         TcpState::SynSent,
         TcpState::SynRecv,
@@ -64,12 +64,16 @@ impl TcpState {
         TcpState::LastAck,
         TcpState::Listen,
         TcpState::Closing,
-        TcpState::NewSynRecv,
     ];
 
-    /// The kernel number to state; `None` for numbers outside 1..=12
-    /// (e.g. `TCP_BOUND_INACTIVE` = 13, which is not a connection state).
+    /// The kernel number to state; `None` for numbers outside 1..=11.
+    /// `TCP_NEW_SYN_RECV` (12), should a kernel ever report it, is a
+    /// request socket: [`TcpState::SynRecv`]. `TCP_BOUND_INACTIVE` (13) is
+    /// not a connection state: `None`.
     pub fn from_kernel(n: u8) -> Option<TcpState> {
+        if n == 12 {
+            return Some(TcpState::SynRecv);
+        }
         TcpState::ALL.get(usize::from(n).checked_sub(1)?).copied()
     }
 
@@ -87,11 +91,10 @@ impl TcpState {
             TcpState::LastAck => "last_ack",
             TcpState::Listen => "listen",
             TcpState::Closing => "closing",
-            TcpState::NewSynRecv => "new_syn_recv",
         }
     }
 
-    /// Index into `[_; 12]` tables.
+    /// Index into `[_; TcpState::ALL.len()]` tables.
     pub fn index(self) -> usize {
         self as usize - 1
     }
@@ -104,18 +107,79 @@ pub struct TcpSocket {
     pub state: TcpState,
     pub local: SocketAddr,
     pub remote: SocketAddr,
-    /// For LISTEN: accept-queue length (`sk_ack_backlog`). Otherwise bytes
-    /// in the receive queue. inet_diag `idiag_rqueue`; procfs `rx_queue`.
-    pub rqueue: u32,
-    /// For LISTEN: the accept-queue limit (`sk_max_ack_backlog`,
-    /// min(backlog, somaxconn)), inet_diag `idiag_wqueue` only; `None` from
-    /// procfs, whose `tx_queue` is always 0 for listeners.
-    pub wqueue: Option<u32>,
+    /// The two queue fields, whose meaning depends on the state.
+    pub queues: TcpQueues,
     /// Milliseconds until the socket's timer fires; for TIME_WAIT, the time
     /// left before it is destroyed (inet_diag `idiag_expires`; procfs
     /// `tm->when`, in jiffies converted with USER_HZ=100... see procfs).
     /// `None` when the source has no timer.
     pub expires_ms: Option<u32>,
+}
+
+/// A listener's accept queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ListenQueue {
+    /// Connections queued, not yet `accept()`ed: `sk_ack_backlog` (TCP:
+    /// inet_diag `idiag_rqueue`, procfs `rx_queue`; UNIX: the first word of
+    /// `UNIX_DIAG_RQLEN`). The kernel lets it reach limit + 1.
+    pub queued: u32,
+    /// The queue's limit, min(`listen()` backlog, `somaxconn`):
+    /// `sk_max_ack_backlog` (TCP: inet_diag `idiag_wqueue`; UNIX: the
+    /// second word of `UNIX_DIAG_RQLEN`). `None` from procfs, which does not
+    /// print it.
+    pub limit: Option<u32>,
+}
+
+/// The two queue fields of a TCP socket: inet_diag `idiag_rqueue` and
+/// `idiag_wqueue` (`inet_diag_get_info()` → `tcp_diag_get_info()`),
+/// procfs `rx_queue` and `tx_queue`. A listener's are its accept queue;
+/// any other socket's are byte counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TcpQueues {
+    /// `TCP_LISTEN`: the accept queue.
+    Accept(ListenQueue),
+    /// Any other state: bytes received and not read (`rcv_nxt -
+    /// copied_seq`), and bytes sent and not acknowledged (`write_seq -
+    /// snd_una`).
+    Bytes { recv: u32, send: u32 },
+}
+
+impl TcpQueues {
+    /// The accept queue of a listener; `None` for any other socket.
+    pub fn accept(&self) -> Option<ListenQueue> {
+        match self {
+            TcpQueues::Accept(q) => Some(*q),
+            TcpQueues::Bytes { .. } => None,
+        }
+    }
+}
+
+/// `net.ipv4.ip_local_port_range`: the ports `connect()` picks from,
+/// `first..=last`, checked to hold `1 <= first <= last`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct PortRange {
+    first: u16,
+    last: u16,
+}
+
+impl PortRange {
+    /// `None` unless `1 <= first <= last` (the kernel refuses anything
+    /// else, `ipv4_local_port_range()`).
+    pub fn new(first: u16, last: u16) -> Option<PortRange> {
+        (first >= 1 && first <= last).then_some(PortRange { first, last })
+    }
+
+    pub fn first(&self) -> u16 {
+        self.first
+    }
+
+    pub fn last(&self) -> u16 {
+        self.last
+    }
+
+    pub fn contains(&self, port: u16) -> bool {
+        (self.first..=self.last).contains(&port)
+    }
 }
 
 /// `SOCK_*` type of a UNIX socket (`sk_type`).
@@ -219,15 +283,9 @@ pub struct UnixSocket {
     pub state: UnixState,
     /// Bound name; `None` for unbound sockets (most client sockets).
     pub name: Option<UnixName>,
-    /// Listeners only: (queued connections, backlog limit) from unix_diag
-    /// `UNIX_DIAG_RQLEN`. `None` from procfs, which has no such column.
-    pub listen_queue: Option<(u32, u32)>,
-}
-
-/// Formats a listener's address the way the `listener` label shows it:
-/// `127.0.0.1:8080`, `[::]:443`.
-pub fn socket_label(addr: &SocketAddr) -> String {
-    addr.to_string()
+    /// Listeners only, from unix_diag `UNIX_DIAG_RQLEN` (always with a
+    /// limit). `None` from procfs, which has no such column.
+    pub listen_queue: Option<ListenQueue>,
 }
 
 /// True for 127.0.0.0/8, `::1` and v4-mapped loopback (`::ffff:127.x`):
@@ -252,7 +310,16 @@ mod tests {
             assert_eq!(TcpState::from_kernel(s as u8), Some(s));
         }
         assert_eq!(TcpState::from_kernel(0), None);
+        assert_eq!(TcpState::from_kernel(12), Some(TcpState::SynRecv));
         assert_eq!(TcpState::from_kernel(13), None);
+    }
+
+    #[test]
+    fn port_range_is_checked() {
+        assert!(PortRange::new(0, 10).is_none());
+        assert!(PortRange::new(40000, 39999).is_none());
+        let r = PortRange::new(5000, 5000).unwrap();
+        assert!(r.contains(5000) && !r.contains(5001));
     }
 
     #[test]

@@ -26,10 +26,8 @@ pub fn render(sample: &Sample, timing: bool) -> String {
     let mut o = String::new();
     let _ = writeln!(o, "{:<27} {:>10} {:>10}", "TCP sockets", "ipv4", "ipv6");
     for st in TcpState::ALL {
-        let (v4, v6) = (
-            sample.tcp.family(Family::Ipv4)[st.index()],
-            sample.tcp.family(Family::Ipv6)[st.index()],
-        );
+        let count = |f| sample.tcp.family(f).map_or(0, |c| c[st.index()]);
+        let (v4, v6) = (count(Family::Ipv4), count(Family::Ipv6));
         if v4 + v6 > 0
             || matches!(
                 st,
@@ -48,7 +46,7 @@ pub fn render(sample: &Sample, timing: bool) -> String {
     for st in UnixState::ALL {
         let v: Vec<u64> = UnixType::ALL
             .iter()
-            .map(|&t| sample.unix.get(t, st))
+            .map(|&t| sample.unix.as_ref().map_or(0, |u| u.get(t, st)))
             .collect();
         let _ = writeln!(
             o,
@@ -76,7 +74,7 @@ pub fn render(sample: &Sample, timing: bool) -> String {
             o,
             "  {:<5} {:<36} {:>7} {:>7} {:>6} {:>8}",
             l.proto.label(),
-            fit(&l.listener, 36),
+            fit(&l.listener.to_string(), 36),
             l.length,
             limit,
             fill,
@@ -95,13 +93,13 @@ pub fn render(sample: &Sample, timing: bool) -> String {
             let _ = writeln!(
                 o,
                 "  {:<15} {:<21} {:>6} {:>9} {:>5} {:>6} {:>5}",
-                "SOURCE", "DESTINATION", "ESTAB", "TIME_WAIT", "OTHER", "AVAIL", "USED"
+                "LOCAL IP", "DESTINATION", "ESTAB", "TIME_WAIT", "OTHER", "AVAIL", "USED"
             );
             for p in &e.pools {
                 let _ = writeln!(
                     o,
                     "  {:<15} {:<21} {:>6} {:>9} {:>5} {:>6} {:>5}",
-                    fit(&p.source, 15),
+                    fit(&p.local_ip, 15),
                     fit(&p.destination, 21),
                     p.counts.established,
                     p.counts.time_wait,
@@ -118,25 +116,28 @@ pub fn render(sample: &Sample, timing: bool) -> String {
             );
         }
         None => {
-            let _ = writeln!(o, "\nEphemeral ports: unknown (sysctls unreadable)");
+            let _ = writeln!(
+                o,
+                "\nEphemeral ports: unknown (sysctls or TCP sockets unreadable)"
+            );
         }
     }
 
-    let c = &sample.counters;
     let show = |v: Option<u64>| v.map_or("-".to_owned(), |v| v.to_string());
+    let netstat = sample.netstat.unwrap_or_default();
     let _ = writeln!(
         o,
         "\nListenOverflows {}  ListenDrops {}  sockstat tw {}",
-        show(c.listen_overflows),
-        show(c.listen_drops),
-        show(c.sockstat_tcp_tw)
+        show(netstat.listen_overflows),
+        show(netstat.listen_drops),
+        show(sample.sockstat.and_then(|s| s.tcp_tw))
     );
 
     let down: Vec<&str> = sample
         .sources
         .iter()
         .filter(|s| !s.up)
-        .map(|s| s.source)
+        .map(|s| s.source.label())
         .collect();
     if !down.is_empty() {
         let _ = writeln!(o, "Sources down: {}", down.join(", "));

@@ -18,7 +18,7 @@ fn stable(text: &str) -> String {
     text.lines()
         .map(|l| {
             let volatile = [
-                "sockscope_poll_duration_seconds{",
+                "sockscope_source_duration_seconds{",
                 "sockscope_last_poll_timestamp_seconds ",
                 "sockscope_census_timestamp_seconds ",
                 "sockscope_census_interval_seconds ",
@@ -107,9 +107,11 @@ fn golden_parses_with_prometheus_client() {
 fn missing_source_is_a_metric_not_a_failed_scrape() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
-    // A copy of the fixture without net/tcp6 and with a garbage sysctl.
+    // A copy of the fixture without net/tcp6 (a kernel booted with
+    // ipv6.disable=1), without net/unix and with a garbage sysctl.
     copy_tree(std::path::Path::new(FIXTURE), root);
     std::fs::remove_file(root.join("net/tcp6")).unwrap();
+    std::fs::remove_file(root.join("net/unix")).unwrap();
     std::fs::write(root.join("sys/net/core/somaxconn"), "lots\n").unwrap();
     let agent = Agent::start(&[
         "--path.procfs",
@@ -118,29 +120,36 @@ fn missing_source_is_a_metric_not_a_failed_scrape() {
         "procfs",
     ]);
     let body = agent.scrape();
+    // No tcp6 is no IPv6 socket, not a failure.
     assert!(
-        body.contains("sockscope_source_up{source=\"proc_net_tcp6\"} 0"),
+        body.contains("sockscope_source_up{source=\"proc_net_tcp6\"} 1"),
         "{body}"
     );
+    assert!(body.contains("sockscope_tcp_sockets{family=\"ipv6\",state=\"listen\"} 0"));
     assert!(body.contains("sockscope_source_up{source=\"sysctl\"} 0"));
+    assert!(body.contains("sockscope_source_errors_total{source=\"sysctl\",reason=\"parse\"}"));
+    assert!(body.contains("sockscope_source_up{source=\"proc_net_unix\"} 0"));
+    assert!(
+        body.contains("sockscope_source_errors_total{source=\"proc_net_unix\",reason=\"enoent\"}")
+    );
     assert!(body.contains("sockscope_source_up{source=\"proc_net_tcp\"} 1"));
-    // The rest is still served; figures that need the sysctls are absent, not 0.
+    // The rest is still served; figures that need a failed source are absent, not 0.
     assert!(body.contains("sockscope_tcp_sockets{family=\"ipv4\",state=\"listen\"} 4"));
     assert!(
-        !body.contains("sockscope_tcp_sockets{family=\"ipv6\""),
-        "a family whose source is down is absent, not 0"
+        !body.contains("sockscope_unix_sockets{"),
+        "a source that is down leaves its figures out, not 0"
     );
-    assert!(!body.contains("sockscope_somaxconn"));
+    assert!(!body.contains("sockscope_sysctl_somaxconn"));
     assert!(!body.contains("sockscope_ephemeral_ports_available"));
     let log = agent.stop();
     assert_eq!(
         log.matches("source failed").count(),
         2,
-        "one warning per failed source:\n{log}"
+        "one warning per failed source, not one per poll:\n{log}"
     );
     assert!(
-        log.contains("net/tcp6"),
-        "the warning names the file:\n{log}"
+        log.contains("somaxconn") && log.contains("net/unix"),
+        "the warnings name the files:\n{log}"
     );
 }
 

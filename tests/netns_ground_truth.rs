@@ -569,7 +569,7 @@ fn ground_truth(source: Source) {
             m.value(
                 "sockscope_ephemeral_ports_used",
                 &[
-                    ("source", "127.0.0.1"),
+                    ("local_ip", "127.0.0.1"),
                     ("destination", &dest),
                     ("state", st),
                 ],
@@ -583,7 +583,7 @@ fn ground_truth(source: Source) {
         assert_eq!(
             m.value(
                 "sockscope_ephemeral_ports_available",
-                &[("source", "127.0.0.1"), ("destination", &dest)]
+                &[("local_ip", "127.0.0.1"), ("destination", &dest)]
             ),
             (ephemeral_limit() - want as u64) as f64,
             "available toward {dest}"
@@ -592,7 +592,7 @@ fn ground_truth(source: Source) {
         assert_eq!(
             m.value(
                 "sockscope_ephemeral_ports_time_wait_reusable",
-                &[("source", "127.0.0.1"), ("destination", &dest)]
+                &[("local_ip", "127.0.0.1"), ("destination", &dest)]
             ),
             0.0
         );
@@ -603,7 +603,7 @@ fn ground_truth(source: Source) {
     let est = m.value(
         "sockscope_ephemeral_ports_used",
         &[
-            ("source", "127.0.0.1"),
+            ("local_ip", "127.0.0.1"),
             ("destination", &held_dest),
             ("state", "established"),
         ],
@@ -614,7 +614,7 @@ fn ground_truth(source: Source) {
         m.value(
             "sockscope_ephemeral_ports_used",
             &[
-                ("source", "127.0.0.1"),
+                ("local_ip", "127.0.0.1"),
                 ("destination", &q_label),
                 ("state", st),
             ],

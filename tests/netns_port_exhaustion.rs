@@ -102,7 +102,7 @@ impl PoolTruth {
 }
 
 fn pool_labels() -> [(&'static str, &'static str); 2] {
-    [("source", "127.0.0.1"), ("destination", SERVER)]
+    [("local_ip", "127.0.0.1"), ("destination", SERVER)]
 }
 
 /// One connection that the client closes first; returns its local port
@@ -213,7 +213,7 @@ fn tw_reuse_0() {
     assert_eq!(used("time_wait"), RANGE_SIZE as f64);
     assert_eq!(used("established"), 0.0);
     // The scrape connection's own pool still has room.
-    let scrape_pool = [("source", "127.0.0.1"), ("destination", AGENT_ADDR)];
+    let scrape_pool = [("local_ip", "127.0.0.1"), ("destination", AGENT_ADDR)];
     assert_eq!(
         m.value("sockscope_ephemeral_ports_available", &scrape_pool),
         (RANGE_SIZE - 1) as f64

@@ -115,5 +115,5 @@ fn netlink_only_reports_down_and_absent_not_zero() {
     }
     // The sources that do not need netlink still serve.
     assert!(body.contains("sockscope_source_up{source=\"sysctl\"} 1"));
-    assert!(body.contains("sockscope_somaxconn "));
+    assert!(body.contains("sockscope_sysctl_somaxconn "));
 }

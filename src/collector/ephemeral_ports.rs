@@ -1,4 +1,4 @@
-//! Ephemeral-port usage and headroom per (source IP, destination) pool.
+//! Ephemeral-port usage and headroom per (local IP, destination) pool.
 //!
 //! `connect()` without `bind()` picks a local port in
 //! `__inet_hash_connect()` (net/ipv4/inet_hashtables.c): it walks
@@ -11,7 +11,7 @@
 //! is taken over when `tcp_twsk_unique()` (net/ipv4/tcp_ipv4.c) allows it:
 //! - `tcp_tw_reuse` = 0: never;
 //! - 1: when the connection used TCP timestamps and the TIME_WAIT socket
-//!   is older than `tcp_tw_reuse_delay` ms (kernel ≥ 6.13, default 1000;
+//!   is older than `tcp_tw_reuse_delay` ms (kernel ≥ 6.14, default 1000;
 //!   before that, one second);
 //! - 2: as 1, but only when its source or destination is loopback.
 //!
@@ -29,9 +29,31 @@
 use std::net::{IpAddr, SocketAddr};
 
 use crate::collector::listen_queue::PortSet;
+use crate::metrics::Families;
 use crate::model::{TcpSocket, TcpState, is_loopback};
 use crate::source::sysctl::Sysctls;
 use foldhash::HashMap as FoldHashMap;
+
+crate::metric_specs! {
+    /// [`Pool::counts`]: sockets per pool by `idiag_state`.
+    EPHEMERAL_USED = "sockscope_ephemeral_ports_used", Gauge, ["local_ip", "destination", "state"],
+        "Outbound TCP sockets (local port in ip_local_port_range, not a listening port) per local IP and destination pool, as of the latest census.";
+    /// [`PoolCounts::time_wait_reusable`] ([`PortModel::tw_reusable`]).
+    EPHEMERAL_REUSABLE = "sockscope_ephemeral_ports_time_wait_reusable", Gauge, ["local_ip", "destination"],
+        "TIME_WAIT sockets of the pool that connect() may take over now (tcp_tw_reuse model), as of the latest census.";
+    /// [`EphemeralReport::limit`] ([`PortModel::new`]).
+    EPHEMERAL_LIMIT = "sockscope_ephemeral_ports_limit", Gauge, [],
+        "Ports connect() can pick: ip_local_port_range size (even, as __inet_hash_connect walks it) minus ip_local_reserved_ports.";
+    /// [`Pool::available`] ([`report`]).
+    EPHEMERAL_AVAILABLE = "sockscope_ephemeral_ports_available", Gauge, ["local_ip", "destination"],
+        "Ports connect() can still take toward the destination, after listening ports, live sockets and non-reusable TIME_WAIT; for destination=\"other\" the least among the pools it aggregates. As of the latest census.";
+    /// [`EphemeralReport::usage_ratio_max`].
+    EPHEMERAL_RATIO = "sockscope_ephemeral_ports_usage_ratio_max", Gauge, [],
+        "Worst pool's (limit - available) / limit; 0 without outbound sockets. As of the latest census.";
+    /// [`EphemeralReport::pools_total`].
+    EPHEMERAL_POOLS = "sockscope_ephemeral_ports_pools", Gauge, [],
+        "Distinct (local IP, destination) pools before the --ephemeral.top-destinations cap, as of the latest census.";
+}
 
 /// `TCP_TIMEWAIT_LEN` (include/net/tcp.h): 60 s.
 pub const TIME_WAIT_MS: u32 = 60_000;
@@ -79,7 +101,7 @@ pub struct PortModel {
 
 impl PortModel {
     pub fn new(s: &Sysctls) -> PortModel {
-        let (lo, hi) = s.port_range;
+        let (lo, hi) = (s.port_range.first(), s.port_range.last());
         let mut remaining = u64::from(hi) - u64::from(lo) + 1;
         if remaining > 1 {
             remaining &= !1;
@@ -118,10 +140,10 @@ impl PortModel {
     }
 }
 
-/// A pool: the 4-tuples toward one destination from one source IP.
+/// A pool: the 4-tuples toward one destination from one local IP.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct PoolKey {
-    pub source: IpAddr,
+    pub local_ip: IpAddr,
     pub destination: SocketAddr,
 }
 
@@ -148,7 +170,7 @@ impl EphemeralPorts {
             return;
         }
         let key = PoolKey {
-            source: s.local.ip(),
+            local_ip: s.local.ip(),
             destination: s.remote,
         };
         let c = self.pool(key);
@@ -192,11 +214,11 @@ impl EphemeralPorts {
     }
 }
 
-/// One row of the destination table. `source`/`destination` are `other`
+/// One row of the destination table. `local_ip`/`destination` are `other`
 /// for the aggregate beyond `--ephemeral.top-destinations`.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct Pool {
-    pub source: String,
+    pub local_ip: String,
     pub destination: String,
     #[serde(flatten)]
     pub counts: PoolCounts,
@@ -261,7 +283,7 @@ pub fn report(
     let mut rows: Vec<Pool> = pools
         .into_iter()
         .map(|(k, counts, available)| Pool {
-            source: k.source.to_string(),
+            local_ip: k.local_ip.to_string(),
             destination: k.destination.to_string(),
             counts,
             available,
@@ -274,7 +296,7 @@ pub fn report(
             counts.add(c);
         }
         rows.push(Pool {
-            source: OTHER.into(),
+            local_ip: OTHER.into(),
             destination: OTHER.into(),
             counts,
             available: min_avail,
@@ -291,221 +313,35 @@ pub fn report(
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::model::Family;
-
-    fn sysctls(range: (u16, u16), reuse: u8) -> Sysctls {
-        Sysctls {
-            somaxconn: 4096,
-            port_range: range,
-            reserved_ports: vec![],
-            tcp_tw_reuse: reuse,
-            tcp_tw_reuse_delay_ms: Some(1000),
-            tcp_timestamps: 1,
-            tcp_max_tw_buckets: 131072,
-        }
-    }
-
-    fn sock(state: TcpState, local: &str, remote: &str, expires_ms: Option<u32>) -> TcpSocket {
-        TcpSocket {
-            family: Family::Ipv4,
-            state,
-            local: local.parse().unwrap(),
-            remote: remote.parse().unwrap(),
-            rqueue: 0,
-            wqueue: None,
-            expires_ms,
-        }
-    }
-
-    #[test]
-    fn limit_counts_reserved_and_parity() {
-        let mut s = sysctls((40000, 40099), 0);
-        assert_eq!(PortModel::new(&s).limit, 100);
-        s.reserved_ports = vec![(40010, 40019), (50000, 50000)];
-        assert_eq!(PortModel::new(&s).limit, 90);
-        s.port_range = (40000, 40100); // 101 ports: the walk reaches 100
-        s.reserved_ports = vec![];
-        let m = PortModel::new(&s);
-        assert_eq!((m.limit, m.range), (100, (40000, 40099)));
-        s.port_range = (5000, 5000);
-        assert_eq!(PortModel::new(&s).limit, 1);
-    }
-
-    /// Fills a pool with `n` TIME_WAIT sockets aged `age_ms` plus `est`
-    /// established ones and returns the available count for that pool.
-    fn available(reuse: u8, dst: &str, src: &str, est: u16, tw: u16, age_ms: u32) -> u64 {
-        let m = PortModel::new(&sysctls((40000, 40199), reuse));
-        let mut e = EphemeralPorts::default();
-        let l = PortSet::default();
-        for i in 0..est {
-            e.observe(
-                &m,
-                &l,
-                &sock(
-                    TcpState::Established,
-                    &format!("{src}:{}", 40000 + i),
-                    dst,
-                    None,
-                ),
+impl EphemeralReport {
+    /// The `sockscope_ephemeral_ports_*` families.
+    pub fn encode(&self, out: &mut Families) {
+        for p in &self.pools {
+            let (ip, d) = (p.local_ip.as_str(), p.destination.as_str());
+            out.push(
+                &EPHEMERAL_USED,
+                &[ip, d, "established"],
+                p.counts.established as f64,
             );
-        }
-        for i in 0..tw {
-            let local = format!("{src}:{}", 40100 + i);
-            e.observe(
-                &m,
-                &l,
-                &sock(TcpState::TimeWait, &local, dst, Some(TIME_WAIT_MS - age_ms)),
+            out.push(
+                &EPHEMERAL_USED,
+                &[ip, d, "time_wait"],
+                p.counts.time_wait as f64,
             );
-        }
-        let r = report(&m, &l, &e, 20);
-        assert_eq!(r.pools[0].counts.used(), u64::from(est + tw));
-        r.pools[0].available
-    }
-
-    #[test]
-    fn tw_reuse_0_never_reuses() {
-        assert_eq!(
-            available(0, "127.0.0.1:7100", "127.0.0.1", 100, 100, 30_000),
-            0
-        );
-    }
-
-    #[test]
-    fn tw_reuse_1_reuses_old_time_wait_anywhere() {
-        // FIELD-NOTES: 200 ports, 100 established + 100 TIME_WAIT older than
-        // 1 s: connect() took exactly 100 more.
-        assert_eq!(
-            available(1, "10.0.0.1:80", "10.0.0.2", 100, 100, 5_000),
-            100
-        );
-        assert_eq!(available(1, "10.0.0.1:80", "10.0.0.2", 100, 100, 500), 0);
-    }
-
-    #[test]
-    fn tw_reuse_2_is_loopback_only() {
-        assert_eq!(
-            available(2, "127.0.0.1:7100", "127.0.0.1", 100, 100, 5_000),
-            100
-        );
-        assert_eq!(available(2, "10.0.0.1:80", "10.0.0.2", 100, 100, 5_000), 0);
-        assert_eq!(available(2, "10.0.0.1:80", "127.0.0.1", 0, 50, 5_000), 200);
-    }
-
-    #[test]
-    fn timestamps_off_blocks_reuse() {
-        let mut s = sysctls((40000, 40199), 1);
-        s.tcp_timestamps = 0;
-        let m = PortModel::new(&s);
-        let tw = sock(
-            TcpState::TimeWait,
-            "127.0.0.1:40001",
-            "127.0.0.1:80",
-            Some(1000),
-        );
-        assert!(!m.tw_reusable(&tw));
-    }
-
-    #[test]
-    fn listeners_and_out_of_range_ports_are_not_outbound() {
-        let m = PortModel::new(&sysctls((40000, 40099), 0));
-        let mut l = PortSet::default();
-        l.insert(40050); // a listener inside the range
-        let mut e = EphemeralPorts::default();
-        // server side of the listener's connections, and a client outside the range
-        e.observe(
-            &m,
-            &l,
-            &sock(
-                TcpState::Established,
-                "127.0.0.1:40050",
-                "127.0.0.1:40001",
-                None,
-            ),
-        );
-        e.observe(
-            &m,
-            &l,
-            &sock(
-                TcpState::Established,
-                "127.0.0.1:22",
-                "127.0.0.1:40002",
-                None,
-            ),
-        );
-        e.observe(
-            &m,
-            &l,
-            &sock(
-                TcpState::Established,
-                "127.0.0.1:40001",
-                "127.0.0.1:40050",
-                None,
-            ),
-        );
-        let r = report(&m, &l, &e, 20);
-        assert_eq!(r.pools_total, 1);
-        assert_eq!(r.listening_in_range, 1);
-        assert_eq!(r.pools[0].destination, "127.0.0.1:40050");
-        assert_eq!(r.pools[0].available, 100 - 1 - 1);
-    }
-
-    #[test]
-    fn top_n_bounds_100k_destinations() {
-        let m = PortModel::new(&sysctls((32768, 60999), 0));
-        let l = PortSet::default();
-        let mut e = EphemeralPorts::default();
-        for i in 0..100_000u32 {
-            let dst = format!("10.{}.{}.{}:80", i >> 16, (i >> 8) & 255, i & 255);
-            let n = if i == 77 { 5 } else { 1 };
-            for j in 0..n {
-                e.observe(
-                    &m,
-                    &l,
-                    &sock(
-                        TcpState::Established,
-                        &format!("10.255.0.1:{}", 40000 + j),
-                        &dst,
-                        None,
-                    ),
-                );
-            }
-        }
-        let r = report(&m, &l, &e, 20);
-        assert_eq!(r.pools.len(), 21);
-        assert_eq!(r.pools_total, 100_000);
-        assert_eq!(r.pools[0].destination, "10.0.0.77:80");
-        assert_eq!(r.pools[0].available, 28232 - 5);
-        let other = r.pools.last().unwrap();
-        assert_eq!(
-            (other.source.as_str(), other.destination.as_str()),
-            (OTHER, OTHER)
-        );
-        assert_eq!(other.counts.established, 100_000 - 20);
-        assert!((r.usage_ratio_max - 5.0 / 28232.0).abs() < 1e-12);
-    }
-
-    #[test]
-    fn exhausted_pool_has_ratio_one() {
-        let m = PortModel::new(&sysctls((40000, 40099), 0));
-        let l = PortSet::default();
-        let mut e = EphemeralPorts::default();
-        for p in 40000..=40099 {
-            e.observe(
-                &m,
-                &l,
-                &sock(
-                    TcpState::TimeWait,
-                    &format!("127.0.0.1:{p}"),
-                    "127.0.0.1:7100",
-                    Some(59_000),
-                ),
+            out.push(&EPHEMERAL_USED, &[ip, d, "other"], p.counts.other as f64);
+            out.push(
+                &EPHEMERAL_REUSABLE,
+                &[ip, d],
+                p.counts.time_wait_reusable as f64,
             );
+            out.push(&EPHEMERAL_AVAILABLE, &[ip, d], p.available as f64);
         }
-        let r = report(&m, &l, &e, 20);
-        assert_eq!(r.pools[0].available, 0);
-        assert_eq!(r.usage_ratio_max, 1.0);
+        out.one(&EPHEMERAL_LIMIT, Some(self.limit as f64));
+        out.one(&EPHEMERAL_RATIO, Some(self.usage_ratio_max));
+        out.one(&EPHEMERAL_POOLS, Some(self.pools_total as f64));
     }
 }
+
+#[cfg(test)]
+#[path = "ephemeral_ports/tests.rs"]
+mod tests;

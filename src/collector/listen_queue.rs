@@ -13,10 +13,38 @@
 //! line carrying the listener's path. Accepted server-side sockets carry
 //! the listener's name too (`unix_stream_connect()` copies `addr`).
 
+use std::collections::HashMap;
+use std::fmt;
 use std::net::SocketAddr;
+use std::time::{Duration, Instant};
 
+use crate::metrics::Families;
 use crate::model::{Family, TcpSocket, TcpState, UnixName, UnixSocket, UnixState};
 use foldhash::HashMap as FoldHashMap;
+
+crate::metric_specs! {
+    /// [`Listener::length`]: TCP `idiag_rqueue` of a LISTEN socket
+    /// (`sk_ack_backlog`); UNIX the first word of `UNIX_DIAG_RQLEN`, or
+    /// the `SS_CONNECTING` lines of `/proc/net/unix` carrying its name.
+    LISTEN_QUEUE_LENGTH = "sockscope_listen_queue_length", Gauge, ["proto", "listener"],
+        "Current accept-queue depth per listener (sk_ack_backlog: inet_diag idiag_rqueue, UNIX_DIAG_RQLEN), as of the latest poll.";
+    /// [`Listener::limit`]: TCP `idiag_wqueue` of a LISTEN socket
+    /// (`sk_max_ack_backlog`); UNIX the second word of `UNIX_DIAG_RQLEN`.
+    LISTEN_QUEUE_LIMIT = "sockscope_listen_queue_limit", Gauge, ["proto", "listener"],
+        "Accept-queue limit per listener, min(backlog, somaxconn) (sk_max_ack_backlog: inet_diag idiag_wqueue, UNIX_DIAG_RQLEN); absent when the source does not report it (procfs).";
+    /// [`ListenerSample::full_seconds_total`] ([`FullTime`]).
+    LISTEN_QUEUE_FULL = "sockscope_listen_queue_full_seconds_total", Counter, ["proto", "listener"],
+        "Seconds the listener's accept queue was sampled at or over its limit.";
+    /// [`Listener::connecting`] (= the queue length) and
+    /// [`Listener::connected`]: TCP ESTABLISHED sockets on the listener's
+    /// address minus the queued ones; UNIX `SS_CONNECTED` sockets carrying
+    /// its name (`unix_stream_connect()` copies the listener's `addr`).
+    LISTEN_CONNECTIONS = "sockscope_listen_connections", Gauge, ["proto", "listener", "state"],
+        "Connections per listener: connecting = queued, not yet accepted (Q, the queue length), as of the latest poll; connected = accepted and still open (A: ESTABLISHED on the listener's address minus Q, or UNIX sockets carrying its name), as of the latest census.";
+    /// [`Listener::sockets`].
+    LISTEN_SOCKETS = "sockscope_listen_sockets", Gauge, ["proto", "listener"],
+        "Listening sockets behind each listener label (more than 1 for an SO_REUSEPORT group, summed), as of the latest poll.";
+}
 
 /// Protocol of a listener (`proto` label).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
@@ -35,13 +63,44 @@ impl Proto {
     }
 }
 
+/// What a listener row stands for; its [`fmt::Display`] is the `listener`
+/// label.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+#[serde(into = "String")]
+pub enum ListenerKey {
+    /// `127.0.0.1:8080`, `[::]:443`.
+    Tcp(SocketAddr),
+    /// `/run/app.sock`, `@abstract`; a relative path is shown as `./path`
+    /// so that no UNIX name reads `other`.
+    Unix(UnixName),
+    /// `other`: the aggregate of the listeners beyond
+    /// `--listen.max-listeners`.
+    Other,
+}
+
+impl fmt::Display for ListenerKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ListenerKey::Tcp(a) => write!(f, "{a}"),
+            ListenerKey::Unix(UnixName::Path(p)) if !p.starts_with('/') => write!(f, "./{p}"),
+            ListenerKey::Unix(n) => write!(f, "{n}"),
+            ListenerKey::Other => f.write_str("other"),
+        }
+    }
+}
+
+impl From<ListenerKey> for String {
+    fn from(k: ListenerKey) -> String {
+        k.to_string()
+    }
+}
+
 /// One row of the listener table, after the cardinality cap.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct Listener {
     pub proto: Proto,
-    /// `127.0.0.1:8080`, `[::]:443`, `/run/app.sock`, `@abstract`, or
-    /// `other` for the aggregate of listeners beyond the cap.
-    pub listener: String,
+    /// The `listener` label.
+    pub listener: ListenerKey,
     /// Current accept-queue depth (sum over an `SO_REUSEPORT` group).
     pub length: u64,
     /// Accept-queue limit, min(backlog, somaxconn); `None` when the source
@@ -138,12 +197,13 @@ impl TcpListeners {
     pub fn observe(&mut self, s: &TcpSocket) {
         match s.state {
             TcpState::Listen => {
+                let Some(q) = s.queues.accept() else { return };
                 self.ports.insert(s.local.port());
                 let e = self.entries.entry(s.local).or_default();
                 e.family = Some(s.family);
                 e.addr = Some(s.local);
-                e.length += u64::from(s.rqueue);
-                e.limit = match (e.limit, s.wqueue) {
+                e.length += u64::from(q.queued);
+                e.limit = match (e.limit, q.limit) {
                     (Some(a), Some(b)) => Some(a + u64::from(b)),
                     (None, Some(b)) if e.sockets == 0 => Some(u64::from(b)),
                     (limit, _) => limit,
@@ -188,7 +248,7 @@ impl TcpListeners {
     fn rows(&self) -> impl Iterator<Item = Listener> + '_ {
         self.entries.iter().map(|(addr, e)| Listener {
             proto: Proto::Tcp,
-            listener: addr.to_string(),
+            listener: ListenerKey::Tcp(*addr),
             length: e.length,
             limit: e.limit,
             connecting: e.length,
@@ -232,9 +292,10 @@ impl UnixListeners {
         match s.state {
             UnixState::Listen => {
                 e.listeners += 1;
-                if let Some((q, l)) = s.listen_queue {
+                if let Some(q) = s.listen_queue {
                     let (q0, l0) = e.rqlen.unwrap_or((0, 0));
-                    e.rqlen = Some((q0 + u64::from(q), l0 + u64::from(l)));
+                    let l = q.limit.unwrap_or(0);
+                    e.rqlen = Some((q0 + u64::from(q.queued), l0 + u64::from(l)));
                 }
             }
             UnixState::Connecting => e.connecting += 1,
@@ -265,7 +326,7 @@ impl UnixListeners {
                 };
                 Listener {
                     proto: Proto::Unix,
-                    listener: name.to_string(),
+                    listener: ListenerKey::Unix(name.clone()),
                     length,
                     limit,
                     connecting: length,
@@ -275,9 +336,6 @@ impl UnixListeners {
             })
     }
 }
-
-/// The label of the aggregate row beyond `--listen.max-listeners`.
-pub const OTHER: &str = "other";
 
 /// Builds the listener table: every listener sorted by queue fill
 /// (length/limit; length/somaxconn without a limit), the first `max` kept,
@@ -306,9 +364,9 @@ pub fn table(
     for proto in [Proto::Tcp, Proto::Unix] {
         let mut other: Option<Listener> = None;
         for r in rest.iter().filter(|r| r.proto == proto) {
-            let o = other.get_or_insert_with(|| Listener {
+            let o = other.get_or_insert(Listener {
                 proto,
-                listener: OTHER.to_owned(),
+                listener: ListenerKey::Other,
                 length: 0,
                 limit: Some(0),
                 connecting: 0,
@@ -326,103 +384,80 @@ pub fn table(
     rows
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+/// A listener row plus its accumulated full time.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct ListenerSample {
+    #[serde(flatten)]
+    pub listener: Listener,
+    /// Seconds this listener's queue was sampled at or over its limit.
+    pub full_seconds_total: f64,
+}
 
-    fn tcp(state: TcpState, local: &str, rq: u32, wq: Option<u32>) -> TcpSocket {
-        let local: SocketAddr = local.parse().unwrap();
-        TcpSocket {
-            family: if local.is_ipv4() {
-                Family::Ipv4
-            } else {
-                Family::Ipv6
-            },
-            state,
-            local,
-            remote: "127.0.0.1:50000".parse().unwrap(),
-            rqueue: rq,
-            wqueue: wq,
-            expires_ms: None,
-        }
-    }
+/// `sockscope_listen_queue_full_seconds_total` across polls: the time
+/// since the previous poll is added to every listener sampled at or over
+/// its limit. A listener that disappears is forgotten (its counter
+/// restarts at 0 if it comes back, which `rate()` handles).
+#[derive(Debug, Default)]
+pub struct FullTime {
+    totals: HashMap<(Proto, ListenerKey), f64>,
+    last: Option<Instant>,
+}
 
-    #[test]
-    fn tcp_queued_and_accepted() {
-        let mut t = TcpListeners::default();
-        t.observe(&tcp(TcpState::Listen, "0.0.0.0:8080", 9, Some(8)));
-        t.observe(&tcp(TcpState::Listen, "127.0.0.1:9000", 0, Some(128)));
-        // 9 queued + 3 accepted on the wildcard listener (any local address)
-        for i in 0..12 {
-            let local = if i % 2 == 0 {
-                "127.0.0.1:8080"
-            } else {
-                "127.0.0.2:8080"
-            };
-            t.observe(&tcp(TcpState::Established, local, 0, None));
-        }
-        t.observe(&tcp(TcpState::Established, "127.0.0.1:9000", 0, None));
-        t.observe(&tcp(TcpState::Established, "127.0.0.2:9000", 0, None)); // no listener there
-        t.observe(&tcp(TcpState::TimeWait, "127.0.0.1:8080", 0, None));
-        let rows = table(&t, &UnixListeners::default(), 4096, 10);
-        assert_eq!(rows[0].listener, "0.0.0.0:8080");
-        assert_eq!((rows[0].length, rows[0].limit), (9, Some(8)));
-        assert_eq!((rows[0].connecting, rows[0].connected), (9, 3));
-        assert!(rows[0].full());
-        assert_eq!((rows[1].connecting, rows[1].connected), (0, 1));
-        assert!(!rows[1].full());
-    }
-
-    #[test]
-    fn unix_from_procfs_and_netlink() {
-        let name = UnixName::Path("/run/my app.sock".into());
-        let sock = |state, lq| UnixSocket {
-            sock_type: crate::model::UnixType::Stream,
-            state,
-            name: Some(name.clone()),
-            listen_queue: lq,
-        };
-        // procfs: embryo before its listener, no RQLEN
-        let mut p = UnixListeners::default();
-        p.observe(&sock(UnixState::Connecting, None));
-        p.observe(&sock(UnixState::Listen, None));
-        p.observe(&sock(UnixState::Connecting, None));
-        p.observe(&sock(UnixState::Connected, None));
-        let rows = table(&TcpListeners::default(), &p, 4096, 10);
-        assert_eq!(rows.len(), 1);
-        assert_eq!(rows[0].listener, "/run/my app.sock");
-        assert_eq!(
-            (rows[0].length, rows[0].limit, rows[0].connected),
-            (2, None, 1)
-        );
-        // netlink: RQLEN carries the queue
-        let mut n = UnixListeners::default();
-        n.observe(&sock(UnixState::Listen, Some((5, 4))));
-        let rows = table(&TcpListeners::default(), &n, 4096, 10);
-        assert_eq!((rows[0].length, rows[0].limit), (5, Some(4)));
-        assert!(rows[0].full());
-    }
-
-    #[test]
-    fn cap_keeps_fullest_and_aggregates_rest() {
-        let mut t = TcpListeners::default();
-        for port in 1..=300u16 {
-            let q = u32::from(port % 7);
-            t.observe(&tcp(
-                TcpState::Listen,
-                &format!("127.0.0.1:{port}"),
-                q,
-                Some(10),
-            ));
-        }
-        let rows = table(&t, &UnixListeners::default(), 4096, 200);
-        assert_eq!(rows.len(), 201);
-        assert!(rows[..200].iter().all(|r| r.length >= rows[199].length));
-        let other = rows.last().unwrap();
-        assert_eq!(other.listener, OTHER);
-        assert_eq!(other.sockets, 100);
-        assert_eq!(other.limit, Some(1000));
-        let total: u64 = (1..=300u64).map(|p| p % 7).sum();
-        assert_eq!(rows.iter().map(|r| r.length).sum::<u64>(), total);
+impl FullTime {
+    /// Accumulates the poll at `now` and returns the rows with their totals.
+    pub fn accumulate(&mut self, rows: Vec<Listener>, now: Instant) -> Vec<ListenerSample> {
+        let elapsed = self
+            .last
+            .map_or(Duration::ZERO, |t| now.saturating_duration_since(t))
+            .as_secs_f64();
+        self.last = Some(now);
+        let mut next = HashMap::with_capacity(rows.len());
+        let out = rows
+            .into_iter()
+            .map(|l| {
+                let key = (l.proto, l.listener.clone());
+                let mut total = self.totals.get(&key).copied().unwrap_or(0.0);
+                if l.full() {
+                    total += elapsed;
+                }
+                next.insert(key, total);
+                ListenerSample {
+                    listener: l,
+                    full_seconds_total: total,
+                }
+            })
+            .collect();
+        self.totals = next;
+        out
     }
 }
+
+/// The `sockscope_listen_*` families of the listener table. The limit and
+/// the full time are absent for a listener whose source has no limit.
+pub fn encode(rows: &[ListenerSample], out: &mut Families) {
+    for l in rows {
+        let r = &l.listener;
+        let name = r.listener.to_string();
+        let (proto, name) = (r.proto.label(), name.as_str());
+        out.push(&LISTEN_QUEUE_LENGTH, &[proto, name], r.length as f64);
+        if let Some(limit) = r.limit {
+            out.push(&LISTEN_QUEUE_LIMIT, &[proto, name], limit as f64);
+            out.push(&LISTEN_QUEUE_FULL, &[proto, name], l.full_seconds_total);
+        }
+        out.push(
+            &LISTEN_CONNECTIONS,
+            &[proto, name, "connecting"],
+            r.connecting as f64,
+        );
+        out.push(
+            &LISTEN_CONNECTIONS,
+            &[proto, name, "connected"],
+            r.connected as f64,
+        );
+        out.push(&LISTEN_SOCKETS, &[proto, name], r.sockets as f64);
+    }
+}
+
+#[cfg(test)]
+#[path = "listen_queue/tests.rs"]
+mod tests;

@@ -1,353 +1,115 @@
-//! nginx `stub_status` (ngx_http_stub_status_module): scraped over HTTP or
-//! a UNIX socket with hyper, parsed by a pure function.
-//!
-//! The page (`ngx_http_stub_status_handler()`):
-//!
-//! ```text
-//! Active connections: 291
-//! server accepts handled requests
-//!  16630948 16630948 31070465
-//! Reading: 6 Writing: 179 Waiting: 106
-//! ```
-//!
-//! One keep-alive connection per target is reused across scrapes, so the
-//! agent does not itself churn ephemeral ports; nginx counts it in
-//! `Active connections` (the `+ 1` of seed 001's `Q + A + 1`).
+//! nginx `stub_status` figures as metric families, from the scrapes of
+//! [`crate::source::stub_status`] (`ngx_http_stub_status_handler()`).
 
-use std::collections::BTreeMap;
-use std::fmt;
-use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use crate::metrics::Families;
+use crate::source::stub_status::{ScrapeError, StubStatus, TargetSample};
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Empty, Limited};
-use hyper::client::conn::http1::SendRequest;
-use hyper_util::rt::TokioIo;
-
-/// Largest body accepted from a target; a real stub_status page is ~100
-/// bytes.
-pub const MAX_BODY_BYTES: usize = 64 * 1024;
-
-/// The figures of one stub_status page. All are exact integers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-pub struct StubStatus {
-    /// Open client connections, including waiting ones (and the one asking).
-    pub active: u64,
-    /// Client connections accepted since start.
-    pub accepts: u64,
-    /// Client connections handled (accepts − those dropped at
-    /// `worker_connections`).
-    pub handled: u64,
-    /// Client requests since start.
-    pub requests: u64,
-    /// Connections reading a request header.
-    pub reading: u64,
-    /// Connections writing a response (or waiting for the upstream).
-    pub writing: u64,
-    /// Idle keep-alive connections.
-    pub waiting: u64,
+crate::metric_specs! {
+    NGINX_UP = "sockscope_nginx_up", Gauge, ["target"],
+        "1 when the last scrape of the nginx stub_status target succeeded, 0 when it failed.";
+    NGINX_ACTIVE = "sockscope_nginx_connections_active", Gauge, ["target"],
+        "stub_status Active connections: open client connections, waiting ones and the scraper's included.";
+    NGINX_READING = "sockscope_nginx_connections_reading", Gauge, ["target"],
+        "stub_status Reading: connections reading a request header.";
+    NGINX_WRITING = "sockscope_nginx_connections_writing", Gauge, ["target"],
+        "stub_status Writing: connections writing a response or waiting for the upstream.";
+    NGINX_WAITING = "sockscope_nginx_connections_waiting", Gauge, ["target"],
+        "stub_status Waiting: idle keepalive client connections.";
+    NGINX_ACCEPTED = "sockscope_nginx_connections_accepted_total", Counter, ["target"],
+        "stub_status accepts: client connections accepted.";
+    NGINX_HANDLED = "sockscope_nginx_connections_handled_total", Counter, ["target"],
+        "stub_status handled: client connections handled (accepted minus those refused at worker_connections).";
+    NGINX_REQUESTS = "sockscope_nginx_http_requests_total", Counter, ["target"],
+        "stub_status requests: client requests.";
+    NGINX_DURATION = "sockscope_nginx_scrape_duration_seconds", Gauge, ["target"],
+        "Time the last stub_status scrape took.";
+    NGINX_ERRORS = "sockscope_nginx_scrape_errors_total", Counter, ["target", "reason"],
+        "Failed stub_status scrapes by reason: connect, timeout, http, status (not 2xx), body (unreadable or over 64 KiB), parse (not a stub_status page).";
 }
 
-/// Why a body is not a stub_status page.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("not a stub_status page: {0}")]
-pub struct ParseError(String);
+type Figure = fn(&StubStatus) -> u64;
 
-fn expect<'a>(tokens: &mut impl Iterator<Item = &'a str>, word: &str) -> Result<(), ParseError> {
-    match tokens.next() {
-        Some(t) if t == word => Ok(()),
-        Some(t) => Err(ParseError(format!(
-            "expected {word:?}, found {:?}",
-            truncate(t)
-        ))),
-        None => Err(ParseError(format!("expected {word:?}, found the end"))),
+/// The figures, in exposition order.
+const FIGURES: [(&crate::metrics::Spec, Figure); 7] = [
+    (&NGINX_ACTIVE, |s| s.active),
+    (&NGINX_READING, |s| s.reading),
+    (&NGINX_WRITING, |s| s.writing),
+    (&NGINX_WAITING, |s| s.waiting),
+    (&NGINX_ACCEPTED, |s| s.accepts),
+    (&NGINX_HANDLED, |s| s.handled),
+    (&NGINX_REQUESTS, |s| s.requests),
+];
+
+/// Every target's families. A target that is down has `up` 0, its error
+/// counters (every reason, from 0) and duration, no figures.
+pub fn encode(targets: &[TargetSample], out: &mut Families) {
+    for t in targets {
+        let label = [t.target.as_str()];
+        out.push(
+            &NGINX_UP,
+            &label,
+            if t.status.is_some() { 1.0 } else { 0.0 },
+        );
     }
-}
-
-fn number<'a>(tokens: &mut impl Iterator<Item = &'a str>, what: &str) -> Result<u64, ParseError> {
-    let t = tokens
-        .next()
-        .ok_or_else(|| ParseError(format!("{what}: missing")))?;
-    t.parse().map_err(|_| {
-        ParseError(format!(
-            "{what}: {:?} is not a non-negative integer",
-            truncate(t)
-        ))
-    })
-}
-
-fn truncate(s: &str) -> String {
-    s.chars().take(40).collect()
-}
-
-/// Parses a stub_status body. Whitespace between tokens is free; the words
-/// and their order are nginx's. Anything else (HTML, a truncated page,
-/// negative or non-numeric figures, trailing text) is an error.
-pub fn parse_stub_status(body: &[u8]) -> Result<StubStatus, ParseError> {
-    let text = std::str::from_utf8(body).map_err(|_| ParseError("not UTF-8".into()))?;
-    let mut t = text.split_ascii_whitespace();
-    expect(&mut t, "Active")?;
-    expect(&mut t, "connections:")?;
-    let active = number(&mut t, "Active connections")?;
-    for w in ["server", "accepts", "handled", "requests"] {
-        expect(&mut t, w)?;
-    }
-    let accepts = number(&mut t, "accepts")?;
-    let handled = number(&mut t, "handled")?;
-    let requests = number(&mut t, "requests")?;
-    expect(&mut t, "Reading:")?;
-    let reading = number(&mut t, "Reading")?;
-    expect(&mut t, "Writing:")?;
-    let writing = number(&mut t, "Writing")?;
-    expect(&mut t, "Waiting:")?;
-    let waiting = number(&mut t, "Waiting")?;
-    if let Some(extra) = t.next() {
-        return Err(ParseError(format!("trailing text {:?}", truncate(extra))));
-    }
-    Ok(StubStatus {
-        active,
-        accepts,
-        handled,
-        requests,
-        reading,
-        writing,
-        waiting,
-    })
-}
-
-/// Where a stub_status page lives (`--nginx.scrape-uri`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Target {
-    uri: String,
-    conn: Conn,
-    path: String,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Conn {
-    /// `host:port` for TCP.
-    Tcp(String),
-    Unix(PathBuf),
-}
-
-impl fmt::Display for Target {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.uri)
-    }
-}
-
-impl std::str::FromStr for Target {
-    type Err = String;
-
-    /// `http://host:port/path` or `unix:/path/to.sock:/path`.
-    fn from_str(s: &str) -> Result<Target, String> {
-        let bad = |why: &str| format!("--nginx.scrape-uri {s:?}: {why}");
-        if let Some(rest) = s.strip_prefix("unix:") {
-            let (sock, path) = rest
-                .rsplit_once(":/")
-                .ok_or_else(|| bad("expected unix:/path/to.sock:/path"))?;
-            if !sock.starts_with('/') {
-                return Err(bad("the socket path must be absolute"));
+    for (spec, get) in FIGURES {
+        for t in targets {
+            if let Some(s) = &t.status {
+                out.push(spec, &[t.target.as_str()], get(s) as f64);
             }
-            return Ok(Target {
-                uri: s.to_owned(),
-                conn: Conn::Unix(sock.into()),
-                path: format!("/{path}"),
-            });
-        }
-        let uri: hyper::Uri = s.parse().map_err(|e| bad(&format!("{e}")))?;
-        if uri.scheme_str() != Some("http") {
-            return Err(bad("only http:// and unix: are supported"));
-        }
-        let authority = uri.authority().ok_or_else(|| bad("missing host"))?;
-        let port = authority.port_u16().unwrap_or(80);
-        let path = uri
-            .path_and_query()
-            .map_or("/".to_owned(), |p| p.as_str().to_owned());
-        Ok(Target {
-            uri: s.to_owned(),
-            conn: Conn::Tcp(format!("{}:{port}", authority.host())),
-            path,
-        })
-    }
-}
-
-/// Why a scrape failed; `kind()` is the `reason` label.
-#[derive(Debug, thiserror::Error)]
-pub enum ScrapeError {
-    #[error("connecting: {0}")]
-    Connect(std::io::Error),
-    #[error("timed out after {0:?}")]
-    Timeout(Duration),
-    #[error("HTTP: {0}")]
-    Http(#[from] hyper::Error),
-    #[error("HTTP status {0}")]
-    Status(u16),
-    #[error("reading the body: {0}")]
-    Body(String),
-    #[error(transparent)]
-    Parse(#[from] ParseError),
-}
-
-impl ScrapeError {
-    /// Every `reason` label value, so each counter exists from the start.
-    pub const KINDS: [&'static str; 6] = ["connect", "timeout", "http", "status", "body", "parse"];
-
-    /// Label value: connect, timeout, http, status, body, parse.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            ScrapeError::Connect(_) => "connect",
-            ScrapeError::Timeout(_) => "timeout",
-            ScrapeError::Http(_) => "http",
-            ScrapeError::Status(_) => "status",
-            ScrapeError::Body(_) => "body",
-            ScrapeError::Parse(_) => "parse",
         }
     }
-}
-
-type Sender = SendRequest<Empty<Bytes>>;
-
-async fn connect(target: &Target) -> Result<Sender, ScrapeError> {
-    macro_rules! handshake {
-        ($stream:expr) => {{
-            let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new($stream)).await?;
-            tokio::spawn(async move {
-                if let Err(e) = conn.await {
-                    tracing::debug!(error = %e, "stub_status connection ended");
-                }
-            });
-            sender
-        }};
+    for t in targets {
+        out.push(&NGINX_DURATION, &[t.target.as_str()], t.duration_seconds);
     }
-    Ok(match &target.conn {
-        Conn::Tcp(addr) => {
-            let s = tokio::net::TcpStream::connect(addr)
-                .await
-                .map_err(ScrapeError::Connect)?;
-            let _ = s.set_nodelay(true);
-            handshake!(s)
-        }
-        Conn::Unix(path) => {
-            let s = tokio::net::UnixStream::connect(path)
-                .await
-                .map_err(ScrapeError::Connect)?;
-            handshake!(s)
-        }
-    })
-}
-
-/// One target and its keep-alive connection.
-pub struct Scraper {
-    target: Target,
-    sender: Option<Sender>,
-    errors: BTreeMap<&'static str, u64>,
-    last_ok: Option<bool>,
-}
-
-/// The outcome of scraping one target, as exported.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
-pub struct TargetSample {
-    pub target: String,
-    /// `None` when the last scrape failed (then `sockscope_nginx_up` 0 and
-    /// no figures).
-    pub status: Option<StubStatus>,
-    pub duration_seconds: f64,
-    /// Failed scrapes since start, by reason.
-    pub errors_total: BTreeMap<&'static str, u64>,
-}
-
-impl Scraper {
-    pub fn new(target: Target) -> Scraper {
-        Scraper {
-            target,
-            sender: None,
-            errors: BTreeMap::new(),
-            last_ok: None,
+    for t in targets {
+        for kind in ScrapeError::KINDS {
+            let n = t.errors_total.get(kind).copied().unwrap_or(0);
+            out.push(&NGINX_ERRORS, &[t.target.as_str(), kind], n as f64);
         }
     }
-
-    async fn fetch(&mut self) -> Result<StubStatus, ScrapeError> {
-        let mut sender = match self.sender.take() {
-            Some(s) if !s.is_closed() => s,
-            _ => connect(&self.target).await?,
-        };
-        sender.ready().await?;
-        let host = match &self.target.conn {
-            Conn::Tcp(a) => a.as_str(),
-            Conn::Unix(_) => "localhost",
-        };
-        let req = hyper::Request::get(self.target.path.as_str())
-            .header(hyper::header::HOST, host)
-            .header(
-                hyper::header::USER_AGENT,
-                concat!("sockscope/", env!("CARGO_PKG_VERSION")),
-            )
-            .body(Empty::<Bytes>::new())
-            .map_err(|e| ScrapeError::Body(e.to_string()))?;
-        let resp = sender.send_request(req).await?;
-        let status = resp.status();
-        let body = Limited::new(resp.into_body(), MAX_BODY_BYTES)
-            .collect()
-            .await
-            .map_err(|e| ScrapeError::Body(e.to_string()))?
-            .to_bytes();
-        // Reuse the connection only after a complete exchange.
-        self.sender = Some(sender);
-        if !status.is_success() {
-            return Err(ScrapeError::Status(status.as_u16()));
-        }
-        Ok(parse_stub_status(&body)?)
-    }
-
-    /// Scrapes once, bounded by `timeout` (connect + request + body). A
-    /// failure is counted, logged once (until the target recovers), and
-    /// reported as `status: None`.
-    pub async fn scrape(&mut self, timeout: Duration) -> TargetSample {
-        let start = Instant::now();
-        let res = match tokio::time::timeout(timeout, self.fetch()).await {
-            Ok(r) => r,
-            Err(_) => {
-                self.sender = None;
-                Err(ScrapeError::Timeout(timeout))
-            }
-        };
-        let status = match res {
-            Ok(s) => {
-                if self.last_ok == Some(false) {
-                    tracing::info!(target = %self.target, "stub_status scrape recovered");
-                }
-                self.last_ok = Some(true);
-                Some(s)
-            }
-            Err(e) => {
-                // A complete exchange with a bad answer keeps the connection.
-                if !matches!(e, ScrapeError::Status(_) | ScrapeError::Parse(_)) {
-                    self.sender = None;
-                }
-                *self.errors.entry(e.kind()).or_insert(0) += 1;
-                if self.last_ok != Some(false) {
-                    tracing::warn!(target = %self.target, error = %e, "stub_status scrape failed");
-                }
-                self.last_ok = Some(false);
-                None
-            }
-        };
-        TargetSample {
-            target: self.target.to_string(),
-            status,
-            duration_seconds: start.elapsed().as_secs_f64(),
-            errors_total: self.errors.clone(),
-        }
-    }
-}
-
-/// Scrapes every target concurrently.
-pub async fn scrape_all(scrapers: &mut [Scraper], timeout: Duration) -> Vec<TargetSample> {
-    let futs = scrapers.iter_mut().map(|s| s.scrape(timeout));
-    futures_util::future::join_all(futs).await
 }
 
 #[cfg(test)]
-#[path = "nginx/tests.rs"]
-mod tests;
+mod tests {
+    use super::*;
+
+    #[test]
+    fn up_target_has_figures_down_target_has_errors_only() {
+        let up = TargetSample {
+            target: "http://127.0.0.1:8081/stub_status".into(),
+            status: Some(StubStatus {
+                active: 3,
+                accepts: 10,
+                handled: 10,
+                requests: 20,
+                reading: 0,
+                writing: 1,
+                waiting: 2,
+            }),
+            duration_seconds: 0.001,
+            errors_total: Default::default(),
+        };
+        let down = TargetSample {
+            target: "unix:/run/nginx.sock:/status".into(),
+            status: None,
+            duration_seconds: 2.0,
+            errors_total: [("timeout", 4)].into_iter().collect(),
+        };
+        let text = crate::metrics::encoded(|f| encode(&[up, down], f));
+        let u = "target=\"http://127.0.0.1:8081/stub_status\"";
+        let d = "target=\"unix:/run/nginx.sock:/status\"";
+        for line in [
+            format!("sockscope_nginx_up{{{u}}} 1\n"),
+            format!("sockscope_nginx_up{{{d}}} 0\n"),
+            format!("sockscope_nginx_connections_active{{{u}}} 3\n"),
+            format!("sockscope_nginx_connections_waiting{{{u}}} 2\n"),
+            format!("sockscope_nginx_http_requests_total{{{u}}} 20\n"),
+            format!("sockscope_nginx_scrape_errors_total{{{d},reason=\"timeout\"}} 4\n"),
+            format!("sockscope_nginx_scrape_errors_total{{{u},reason=\"parse\"}} 0\n"),
+            format!("sockscope_nginx_scrape_duration_seconds{{{d}}} 2\n"),
+        ] {
+            assert!(text.contains(&line), "{line} in\n{text}");
+        }
+        assert!(!text.contains(&format!("sockscope_nginx_connections_active{{{d}}}")));
+    }
+}

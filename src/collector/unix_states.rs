@@ -1,6 +1,15 @@
-//! UNIX socket counts per type and `SS_*` state (`sockscope_unix_sockets`).
+//! UNIX socket counts per type and `SS_*` state: `sockscope_unix_sockets`,
+//! from unix_diag (`udiag_type`, `udiag_state`, and a listener's
+//! `UNIX_DIAG_RQLEN` for the embryos unix_diag does not list) or the Type
+//! and St columns of `/proc/net/unix`.
 
+use crate::metrics::Families;
 use crate::model::{UnixSocket, UnixState, UnixType};
+
+crate::metric_specs! {
+    UNIX_SOCKETS = "sockscope_unix_sockets", Gauge, ["sock_type", "state"],
+        "UNIX sockets per type and SS_* state of /proc/net/unix; connecting = embryos waiting for accept() (unix_diag: the listeners' UNIX_DIAG_RQLEN), as of the latest census.";
+}
 
 /// Counts indexed `[type][state]` in [`UnixType::ALL`] / [`UnixState::ALL`]
 /// order.
@@ -22,8 +31,8 @@ impl UnixStates {
         self.add(s.sock_type, s.state, 1);
         // unix_diag does not list embryos; their listener's RQLEN counts
         // them (procfs lists them itself and has no RQLEN).
-        if let Some((queued, _)) = s.listen_queue {
-            self.add(s.sock_type, UnixState::Connecting, u64::from(queued));
+        if let Some(q) = s.listen_queue {
+            self.add(s.sock_type, UnixState::Connecting, u64::from(q.queued));
         }
     }
 
@@ -33,5 +42,48 @@ impl UnixStates {
 
     pub fn get(&self, t: UnixType, s: UnixState) -> u64 {
         self.counts[type_index(t)][s.index()]
+    }
+
+    /// `sockscope_unix_sockets`, every type and state.
+    pub fn encode(&self, out: &mut Families) {
+        for t in UnixType::ALL {
+            for st in UnixState::ALL {
+                out.push(
+                    &UNIX_SOCKETS,
+                    &[t.label(), st.label()],
+                    self.get(t, st) as f64,
+                );
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{ListenQueue, UnixName};
+
+    #[test]
+    fn rqlen_counts_embryos_and_every_series_is_encoded() {
+        let mut u = UnixStates::default();
+        u.observe(&UnixSocket {
+            sock_type: UnixType::Stream,
+            state: UnixState::Listen,
+            name: Some(UnixName::Path("/run/a.sock".into())),
+            listen_queue: Some(ListenQueue {
+                queued: 5,
+                limit: Some(4),
+            }),
+        });
+        let text = crate::metrics::encoded(|f| u.encode(f));
+        assert!(
+            text.contains("sockscope_unix_sockets{sock_type=\"stream\",state=\"connecting\"} 5\n"),
+            "{text}"
+        );
+        assert!(text.contains("sockscope_unix_sockets{sock_type=\"stream\",state=\"listen\"} 1\n"));
+        assert!(text.contains(
+            "sockscope_unix_sockets{sock_type=\"seqpacket\",state=\"disconnecting\"} 0\n"
+        ));
+        assert_eq!(text.matches("sockscope_unix_sockets{").count(), 15);
     }
 }

@@ -1,10 +1,19 @@
-//! Raw kernel readers. Each reader streams records into a visitor and never
-//! keeps the whole socket table in memory; parsing is separated from I/O so
-//! fixtures, fuzzers and the live kernel feed the same functions.
+//! Every read of the kernel (and of nginx): I/O here, then pure parsers
+//! that fixtures, fuzzers and the live kernel feed alike. Socket readers
+//! stream records into a visitor and never keep the whole socket table in
+//! memory. [`kernel::Kernel`] is one network namespace's set of sources.
 
+pub mod counters;
+pub mod error;
+pub mod id;
+pub mod kernel;
 pub mod procfs;
 pub mod sock_diag;
+pub mod stub_status;
 pub mod sysctl;
+
+pub use error::{ErrorReason, SourceError};
+pub use id::SourceId;
 
 use std::path::{Path, PathBuf};
 
@@ -22,34 +31,6 @@ impl ReadStats {
         self.records += other.records;
         self.parse_errors += other.parse_errors;
     }
-}
-
-/// A source that could not be read at all (as opposed to single malformed
-/// records, which are skipped and counted in [`ReadStats::parse_errors`]).
-#[derive(Debug, thiserror::Error)]
-pub enum SourceError {
-    /// Opening or reading a file under `--path.procfs` failed.
-    #[error("reading {path}: {source}")]
-    Io {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    /// A netlink socket call (socket, bind, send, recv) failed.
-    #[error("sock_diag {op}: {source}")]
-    Netlink {
-        op: &'static str,
-        #[source]
-        source: std::io::Error,
-    },
-    /// The kernel ended a dump with an error (`NLMSG_ERROR`, or an errno in
-    /// `NLMSG_DONE`).
-    #[error("sock_diag dump failed: kernel returned errno {0}")]
-    Kernel(i32),
-    /// A file whose whole content is unusable (e.g. a sysctl that is not a
-    /// number).
-    #[error("parsing {path}: {what}")]
-    Parse { path: PathBuf, what: String },
 }
 
 /// The `--path.procfs` root that every `/proc` reader joins.

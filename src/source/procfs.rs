@@ -33,7 +33,9 @@
 use std::io::BufRead;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
-use crate::model::{Family, TcpSocket, TcpState, UnixName, UnixSocket, UnixState, UnixType};
+use crate::model::{
+    Family, ListenQueue, TcpQueues, TcpSocket, TcpState, UnixName, UnixSocket, UnixState, UnixType,
+};
 use crate::source::ReadStats;
 
 #[cfg(test)]
@@ -122,13 +124,14 @@ pub fn parse_unix<R: BufRead>(
 /// * `st` (`%02X`): `sk_state` (or `tw_substate` for timewait sockets, so
 ///   an orphaned FIN_WAIT2 shows `05`); request sockets are printed as
 ///   `03` SYN_RECV. Mapped with [`TcpState::from_kernel`]; values outside
-///   1..=12 are malformed. → [`TcpSocket::state`].
+///   1..=12 are malformed (12 reads as SYN_RECV). → [`TcpSocket::state`].
 /// * `tx_queue:rx_queue` (`%08X:%08X`): `write_seq - snd_una` and, for
 ///   LISTEN, `sk_ack_backlog` (accept-queue length), otherwise
 ///   `rcv_nxt - copied_seq` (a received FIN counts 1, so CLOSE_WAIT shows
-///   1). `rx_queue` → [`TcpSocket::rqueue`] (bytes, or connections for
-///   LISTEN); `tx_queue` is checked and dropped. [`TcpSocket::wqueue`] is
-///   always `None`: procfs has no accept-queue limit.
+///   1). → [`TcpSocket::queues`]: for LISTEN [`TcpQueues::Accept`] with
+///   `queued` = `rx_queue` and no limit (procfs does not print it;
+///   `tx_queue` is 0); otherwise [`TcpQueues::Bytes`] `{recv: rx_queue,
+///   send: tx_queue}`.
 /// * `tr:when` (`%02X:%08lX`): `timer_active` (0 none, 1 retransmit/
 ///   SYN-ACK, 2 keepalive, 3 TIME_WAIT, 4 zero-window probe) and
 ///   `jiffies_delta_to_clock_t(expires - jiffies)`, in `clock_t` ticks of
@@ -153,8 +156,8 @@ pub fn parse_tcp_line(family: Family, line: &[u8]) -> Option<TcpSocket> {
     let st = hex_u64(fields.next()?, 2)?;
     let state = TcpState::from_kernel(u8::try_from(st).ok()?)?;
     let (tx, rx) = split_pair(fields.next()?)?;
-    hex_u64(tx, 8)?;
-    let rqueue = u32::try_from(hex_u64(rx, 8)?).ok()?;
+    let tx = u32::try_from(hex_u64(tx, 8)?).ok()?;
+    let rx = u32::try_from(hex_u64(rx, 8)?).ok()?;
     let (tr, when) = split_pair(fields.next()?)?;
     let tr = hex_u64(tr, 8)?;
     let when = hex_u64(when, 16)?;
@@ -165,13 +168,19 @@ pub fn parse_tcp_line(family: Family, line: &[u8]) -> Option<TcpSocket> {
 
     let expires_ms = (tr != 0)
         .then(|| u32::try_from(when.saturating_mul(MS_PER_CLOCK_TICK)).unwrap_or(u32::MAX));
+    let queues = match state {
+        TcpState::Listen => TcpQueues::Accept(ListenQueue {
+            queued: rx,
+            limit: None,
+        }),
+        _ => TcpQueues::Bytes { recv: rx, send: tx },
+    };
     Some(TcpSocket {
         family,
         state,
         local,
         remote,
-        rqueue,
-        wqueue: None,
+        queues,
         expires_ms,
     })
 }

@@ -12,6 +12,7 @@
 use std::ffi::CStr;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::time::{Duration, Instant};
 
 use netlink_packet_core::{
     DoneBuffer, Emitable, ErrorBuffer, NLM_F_DUMP, NLM_F_REQUEST, NLMSG_DONE, NLMSG_ERROR,
@@ -28,7 +29,9 @@ use netlink_packet_sock_diag::{
 };
 use netlink_sys::{Socket, SocketAddr as NlAddr, protocols::NETLINK_SOCK_DIAG};
 
-use crate::model::{Family, TcpSocket, TcpState, UnixName, UnixSocket, UnixState, UnixType};
+use crate::model::{
+    Family, ListenQueue, TcpQueues, TcpSocket, TcpState, UnixName, UnixSocket, UnixState, UnixType,
+};
 use crate::source::{ReadStats, SourceError};
 
 /// Receive buffer size. The kernel sizes dump skbs by the reader's buffer
@@ -43,8 +46,10 @@ pub const TCPDIAG_GETSOCK: u16 = 18;
 /// ext (1 byte each), `struct inet_diag_sockid` (48), states, dbs (4 each).
 const INET_DIAG_REQ_LEN: usize = 60;
 
-/// inet_diag state mask of every TCP state (bits 1..=12, incl.
-/// `TCP_NEW_SYN_RECV` = 12, which the crate's `StateFlags::all()` omits).
+/// inet_diag state mask of every TCP state: bits 1..=11, and 12
+/// (`TCP_NEW_SYN_RECV`, which the crate's `StateFlags::all()` omits) so
+/// that request sockets are dumped on every kernel; the kernel reports
+/// them as `TCP_SYN_RECV`.
 pub const TCP_ALL_STATES: u32 = 0x1ffe;
 /// inet_diag state mask of `TCP_LISTEN` only.
 pub const TCP_LISTEN_ONLY: u32 = 1 << 10;
@@ -186,13 +191,23 @@ pub fn decode_inet(payload: &[u8]) -> Result<TcpSocket, netlink_packet_core::Dec
     let expires_ms = (1..=4)
         .contains(&m[msg::TIMER])
         .then(|| u32_at(msg::EXPIRES));
+    let (rqueue, wqueue) = (u32_at(msg::RQUEUE), u32_at(msg::WQUEUE));
+    let queues = match state {
+        TcpState::Listen => TcpQueues::Accept(ListenQueue {
+            queued: rqueue,
+            limit: Some(wqueue),
+        }),
+        _ => TcpQueues::Bytes {
+            recv: rqueue,
+            send: wqueue,
+        },
+    };
     Ok(TcpSocket {
         family,
         state,
         local: SocketAddr::new(local_ip, port_at(msg::SPORT)),
         remote: SocketAddr::new(remote_ip, port_at(msg::DPORT)),
-        rqueue: u32_at(msg::RQUEUE),
-        wqueue: Some(u32_at(msg::WQUEUE)),
+        queues,
         expires_ms,
     })
 }
@@ -230,10 +245,10 @@ pub fn decode_unix(payload: &[u8]) -> Result<UnixSocket, netlink_packet_core::De
                     .filter(|(_, rest)| rest.len() == 4)
                     .ok_or("invalid UNIX_DIAG_RQLEN")?;
                 if state == UnixState::Listen {
-                    listen_queue = Some((
-                        u32::from_ne_bytes(*queued),
-                        u32::from_ne_bytes(limit.try_into().expect("4 bytes")),
-                    ));
+                    listen_queue = Some(ListenQueue {
+                        queued: u32::from_ne_bytes(*queued),
+                        limit: Some(u32::from_ne_bytes(limit.try_into().expect("4 bytes"))),
+                    });
                 }
             }
             // Not needed: checked as the crate would, without allocating.
@@ -300,29 +315,48 @@ fn inet_socket(payload: &[u8], stats: &mut ReadStats, visit: &mut dyn FnMut(TcpS
     }
 }
 
-/// A `NETLINK_SOCK_DIAG` socket, reused across polls.
+/// The longest a dump may take before it fails with
+/// [`SourceError::Timeout`] (a census of 100k sockets takes ~70 ms).
+pub const DUMP_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A `NETLINK_SOCK_DIAG` socket, reused across polls. The socket belongs
+/// to the network namespace it was created in, whichever namespace the
+/// thread is in later.
 pub struct SockDiag {
     socket: Socket,
     buf: Vec<u8>,
     seq: u32,
     any_family: bool,
+    timeout: Duration,
 }
 
 impl SockDiag {
-    /// Opens and binds the netlink socket.
+    /// Opens and binds the netlink socket; each dump must end within
+    /// [`DUMP_TIMEOUT`].
     ///
     /// Errors: `socket(2)`/`bind(2)` failures, e.g. `EPERM`/`EACCES` under a
     /// seccomp or LSM policy, `EAFNOSUPPORT` without CONFIG_INET_DIAG.
     pub fn open() -> Result<Self, SourceError> {
+        SockDiag::open_with_timeout(DUMP_TIMEOUT)
+    }
+
+    /// [`SockDiag::open`] with another time limit per dump: every
+    /// `recvmsg` waits at most `timeout` (`SO_RCVTIMEO`) and the whole
+    /// dump fails once `timeout` has passed since its request.
+    pub fn open_with_timeout(timeout: Duration) -> Result<Self, SourceError> {
         let nl = |op| move |source| SourceError::Netlink { op, source };
         let mut socket = Socket::new(NETLINK_SOCK_DIAG).map_err(nl("socket"))?;
         socket.bind_auto().map_err(nl("bind"))?;
         socket.connect(&NlAddr::new(0, 0)).map_err(nl("connect"))?;
+        socket2::SockRef::from(&socket)
+            .set_read_timeout(Some(timeout))
+            .map_err(nl("setsockopt(SO_RCVTIMEO)"))?;
         let mut sd = SockDiag {
             socket,
             buf: vec![0; RECV_BUF],
             seq: 0,
             any_family: false,
+            timeout,
         };
         // An empty legacy dump (no state asked: the kernel walks nothing)
         // says whether the kernel serves it.
@@ -369,7 +403,7 @@ impl SockDiag {
         req[16] = AF_INET;
         req[16 + 4 + 40..16 + 4 + 48].fill(0xff);
         req[16 + 52..16 + 56].copy_from_slice(&states.to_ne_bytes());
-        self.exchange(&req, &mut |payload, stats| {
+        self.exchange("TCPDIAG_GETSOCK", &req, &mut |payload, stats| {
             inet_socket(payload, stats, visit)
         })
     }
@@ -379,6 +413,12 @@ impl SockDiag {
     ///
     /// The kernel walks the listening hash before the established hash
     /// (`inet_diag_dump_icsk()`), so listeners arrive first.
+    ///
+    /// Errors: `send`/`recv` failures ([`SourceError::Netlink`]), an errno
+    /// from the kernel ([`SourceError::Kernel`], e.g. `ENOENT` when the
+    /// `inet_diag` module is not loaded), no end within the time limit
+    /// ([`SourceError::Timeout`]). Malformed messages are skipped and
+    /// counted in [`ReadStats::parse_errors`].
     pub fn dump_tcp(
         &mut self,
         family: Family,
@@ -396,7 +436,7 @@ impl SockDiag {
             states: StateFlags::from_bits_retain(states),
             socket_id,
         });
-        self.dump(req, &mut |payload, stats| {
+        self.dump("inet_diag", req, &mut |payload, stats| {
             inet_socket(payload, stats, visit)
         })
     }
@@ -423,20 +463,25 @@ impl SockDiag {
             show_flags: ShowFlags::NAME | ShowFlags::RQLEN,
             cookie: [0xff; 8],
         });
-        self.dump(req, &mut |payload, stats| match decode_unix(payload) {
-            Ok(s) => {
-                stats.records += 1;
-                visit(s);
-            }
-            Err(e) => {
-                stats.parse_errors += 1;
-                tracing::debug!(error = %e, "skipping malformed unix_diag message");
-            }
-        })
+        self.dump(
+            "unix_diag",
+            req,
+            &mut |payload, stats| match decode_unix(payload) {
+                Ok(s) => {
+                    stats.records += 1;
+                    visit(s);
+                }
+                Err(e) => {
+                    stats.parse_errors += 1;
+                    tracing::debug!(error = %e, "skipping malformed unix_diag message");
+                }
+            },
+        )
     }
 
     fn dump(
         &mut self,
+        request: &'static str,
         req: SockDiagMessage,
         on_socket: &mut dyn FnMut(&[u8], &mut ReadStats),
     ) -> Result<ReadStats, SourceError> {
@@ -448,28 +493,47 @@ impl SockDiag {
         msg.finalize();
         let mut out = vec![0u8; msg.buffer_len()];
         msg.serialize(&mut out);
-        self.exchange(&out, on_socket)
+        self.exchange(request, &out, on_socket)
     }
 
     /// Sends the dump request `req` (sequence number `self.seq`) and reads
-    /// its replies up to `NLMSG_DONE` or `NLMSG_ERROR`.
+    /// its replies ([`SockDiag::receive`]).
     fn exchange(
         &mut self,
+        request: &'static str,
         req: &[u8],
         on_socket: &mut dyn FnMut(&[u8], &mut ReadStats),
     ) -> Result<ReadStats, SourceError> {
-        let seq = self.seq;
         self.socket
             .send(req, 0)
             .map_err(|source| SourceError::Netlink { op: "send", source })?;
+        self.receive(request, on_socket)
+    }
 
+    /// Reads the replies to request `self.seq` up to `NLMSG_DONE` or
+    /// `NLMSG_ERROR`, within the dump's time limit.
+    fn receive(
+        &mut self,
+        request: &'static str,
+        on_socket: &mut dyn FnMut(&[u8], &mut ReadStats),
+    ) -> Result<ReadStats, SourceError> {
+        let seq = self.seq;
+        let deadline = Instant::now() + self.timeout;
+        let timeout = SourceError::Timeout {
+            request,
+            after: self.timeout,
+        };
         let mut stats = ReadStats::default();
         loop {
+            if Instant::now() >= deadline {
+                return Err(timeout);
+            }
             let n = {
                 let mut slice = &mut self.buf[..];
                 match self.socket.recv(&mut slice, 0) {
                     Ok(n) => n,
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Err(timeout),
                     Err(source) => return Err(SourceError::Netlink { op: "recv", source }),
                 }
             };
@@ -488,7 +552,12 @@ impl SockDiag {
             }
             match end {
                 Some(0) => return Ok(stats),
-                Some(code) => return Err(SourceError::Kernel(-code)),
+                Some(code) => {
+                    return Err(SourceError::Kernel {
+                        request,
+                        errno: -code,
+                    });
+                }
                 None => {}
             }
         }

@@ -219,8 +219,8 @@ pub struct PoolFigures {
 }
 
 impl PoolFigures {
-    pub fn read(m: &Metrics, source: &str, destination: &str) -> Option<PoolFigures> {
-        let p = [("source", source), ("destination", destination)];
+    pub fn read(m: &Metrics, local_ip: &str, destination: &str) -> Option<PoolFigures> {
+        let p = [("local_ip", local_ip), ("destination", destination)];
         let available = m.get("sockscope_ephemeral_ports_available", &p)?;
         let used = |st| {
             m.value(

@@ -49,14 +49,13 @@ pub fn ss_tcp(args: &[&str]) -> Vec<SsTcpRow> {
     })
 }
 
-/// The agent's `state` label(s) for an `ss` TCP state name. SYN-RECV maps
-/// to both syn_recv and new_syn_recv (ss shows request sockets as
-/// SYN-RECV).
+/// The agent's `state` label(s) for an `ss` TCP state name (ss shows
+/// request sockets as SYN-RECV, the kernel reports them as TCP_SYN_RECV).
 pub fn ss_state_labels(ss: &str) -> &'static [&'static str] {
     match ss {
         "ESTAB" => &["established"],
         "SYN-SENT" => &["syn_sent"],
-        "SYN-RECV" => &["syn_recv", "new_syn_recv"],
+        "SYN-RECV" => &["syn_recv"],
         "FIN-WAIT-1" => &["fin_wait1"],
         "FIN-WAIT-2" => &["fin_wait2"],
         "TIME-WAIT" => &["time_wait"],
@@ -70,7 +69,7 @@ pub fn ss_state_labels(ss: &str) -> &'static [&'static str] {
 }
 
 /// Every `state` label of `sockscope_tcp_sockets`.
-pub const TCP_STATE_LABELS: [&str; 12] = [
+pub const TCP_STATE_LABELS: [&str; 11] = [
     "established",
     "syn_sent",
     "syn_recv",
@@ -82,7 +81,6 @@ pub const TCP_STATE_LABELS: [&str; 12] = [
     "last_ack",
     "listen",
     "closing",
-    "new_syn_recv",
 ];
 
 /// Counts rows per ss state name.
@@ -95,27 +93,23 @@ pub fn count_states(rows: &[SsTcpRow]) -> BTreeMap<String, u64> {
 }
 
 /// Asserts `sockscope_tcp_sockets{family}` equals the ss counts for every
-/// state (SYN-RECV against syn_recv + new_syn_recv).
+/// state, and that no other state is exported.
 pub fn assert_tcp_states(m: &Metrics, family: &str, ss_counts: &BTreeMap<String, u64>) {
     let mut expected: BTreeMap<&str, u64> = TCP_STATE_LABELS.iter().map(|s| (*s, 0)).collect();
     for (name, n) in ss_counts {
-        // Compare SYN-RECV on the sum, booked on syn_recv.
         *expected.get_mut(ss_state_labels(name)[0]).unwrap() += n;
     }
+    assert_eq!(
+        m.matching("sockscope_tcp_sockets", &[("family", family)])
+            .len(),
+        TCP_STATE_LABELS.len(),
+        "one series per state, no other"
+    );
     for st in TCP_STATE_LABELS {
-        let mut got = m.value(
+        let got = m.value(
             "sockscope_tcp_sockets",
             &[("family", family), ("state", st)],
         ) as u64;
-        if st == "syn_recv" {
-            got += m.value(
-                "sockscope_tcp_sockets",
-                &[("family", family), ("state", "new_syn_recv")],
-            ) as u64;
-        }
-        if st == "new_syn_recv" {
-            continue;
-        }
         assert_eq!(
             got, expected[st],
             "sockscope_tcp_sockets{{family={family},state={st}}} vs ss {ss_counts:?}"
@@ -320,7 +314,7 @@ pub fn assert_sysctls(m: &Metrics) {
         .map(|p| p.parse().unwrap())
         .collect();
     let want = [
-        ("sockscope_somaxconn", num("net/core/somaxconn")),
+        ("sockscope_sysctl_somaxconn", num("net/core/somaxconn")),
         ("sockscope_sysctl_ip_local_port_range_first", range[0]),
         ("sockscope_sysctl_ip_local_port_range_last", range[1]),
         (
@@ -336,7 +330,7 @@ pub fn assert_sysctls(m: &Metrics) {
             num("net/ipv4/tcp_timestamps"),
         ),
         (
-            "sockscope_tcp_max_tw_buckets",
+            "sockscope_sysctl_tcp_max_tw_buckets",
             num("net/ipv4/tcp_max_tw_buckets"),
         ),
     ];

@@ -83,7 +83,13 @@ fn fixture_tcp_state_counts() {
     ]);
     assert_eq!(tcp_states(&socks), want);
     assert!(socks.iter().all(|s| s.family == Family::Ipv4));
-    assert!(socks.iter().all(|s| s.wqueue.is_none()));
+    assert!(
+        socks
+            .iter()
+            .filter_map(|s| s.queues.accept())
+            .all(|q| q.limit.is_none()),
+        "procfs has no accept-queue limit"
+    );
 
     let (socks6, st6) = tcp(Family::Ipv6, TCP6);
     assert_eq!(st6, stats(4, 0));
@@ -100,8 +106,14 @@ fn fixture_tcp_full_listener_queue_is_limit_plus_one() {
         .iter()
         .find(|s| s.state == TcpState::Listen && s.local == v4("127.0.0.1:8080"))
         .expect("listener 127.0.0.1:8080");
-    assert_eq!(l.rqueue, 9, "backlog 8 holds limit + 1");
-    assert_eq!(l.wqueue, None);
+    assert_eq!(
+        l.queues,
+        TcpQueues::Accept(ListenQueue {
+            queued: 9,
+            limit: None
+        }),
+        "backlog 8 holds limit + 1; procfs has no limit"
+    );
     assert_eq!(l.expires_ms, None);
     assert_eq!(l.remote, v4("0.0.0.0:0"));
 
@@ -158,7 +170,7 @@ fn fixture_tcp_time_wait_and_close_wait() {
 
     // A received FIN counts 1 in rx_queue.
     for s in socks.iter().filter(|s| s.state == TcpState::CloseWait) {
-        assert_eq!(s.rqueue, 1);
+        assert!(matches!(s.queues, TcpQueues::Bytes { recv: 1, .. }));
         assert!([9200, 9300].contains(&s.local.port()));
     }
 }
@@ -170,7 +182,7 @@ fn fixture_tcp6_addresses() {
     let l = socks.iter().find(|s| s.state == TcpState::Listen).unwrap();
     assert_eq!(l.local, v4("[::]:8443"));
     assert_eq!(l.remote, v4("[::]:0"));
-    assert_eq!(l.rqueue, 0);
+    assert_eq!(rx(l), 0);
 
     let mapped: SocketAddr = "[::ffff:127.0.0.1]:8443".parse().unwrap();
     assert_eq!(socks.iter().filter(|s| s.local == mapped).count(), 1);
@@ -243,7 +255,7 @@ fn fixture_tcp_matches_ss() {
         .0
         .into_iter()
         .chain(tcp(Family::Ipv6, TCP6).0)
-        .map(|s| (s.state, s.local, s.remote, s.rqueue))
+        .map(|s| (s.state, s.local, s.remote, rx(&s)))
         .collect();
     from_ss.sort();
     ours.sort();
@@ -611,8 +623,11 @@ fn kernel_tcp_line(i: usize, s: &TcpSocket) -> String {
         addr(&s.local),
         addr(&s.remote),
         s.state as u8,
-        0,
-        s.rqueue
+        match s.queues {
+            TcpQueues::Bytes { send, .. } => send,
+            TcpQueues::Accept(_) => 0,
+        },
+        rx(s)
     );
     let line = if s.state == TcpState::TimeWait {
         format!("{head} 00000000     0        0 0 3 0000000000000000")
@@ -662,18 +677,27 @@ fn tcp_socket(family: Family) -> BoxedStrategy<TcpSocket> {
     (
         addr.clone(),
         addr,
-        1u8..=12,
+        1u8..=11,
+        any::<u32>(),
         any::<u32>(),
         proptest::option::of(0..=u32::MAX / 10),
     )
-        .prop_map(move |(local, remote, st, rqueue, ticks)| TcpSocket {
-            family,
-            state: TcpState::from_kernel(st).unwrap(),
-            local,
-            remote,
-            rqueue,
-            wqueue: None,
-            expires_ms: ticks.map(|t| t * 10),
+        .prop_map(move |(local, remote, st, recv, send, ticks)| {
+            let state = TcpState::from_kernel(st).unwrap();
+            TcpSocket {
+                family,
+                state,
+                local,
+                remote,
+                queues: match state {
+                    TcpState::Listen => TcpQueues::Accept(ListenQueue {
+                        queued: recv,
+                        limit: None,
+                    }),
+                    _ => TcpQueues::Bytes { recv, send },
+                },
+                expires_ms: ticks.map(|t| t * 10),
+            }
         })
         .boxed()
 }
@@ -824,5 +848,13 @@ proptest! {
         let (got, st) = unix(&data);
         prop_assert_eq!(st.records + st.parse_errors, expected_lines(&data));
         assert_subsequence(&lines, &got);
+    }
+}
+
+/// `rx_queue`: the accept queue of a listener, bytes otherwise.
+fn rx(s: &TcpSocket) -> u32 {
+    match s.queues {
+        TcpQueues::Accept(q) => q.queued,
+        TcpQueues::Bytes { recv, .. } => recv,
     }
 }

@@ -59,7 +59,13 @@ fn decodes_listener_queue_and_limit() {
     assert_eq!(s.family, Family::Ipv6);
     assert_eq!(s.state, TcpState::Listen);
     assert_eq!(s.local, "[::]:8443".parse().unwrap());
-    assert_eq!((s.rqueue, s.wqueue), (9, Some(8)));
+    assert_eq!(
+        s.queues,
+        TcpQueues::Accept(ListenQueue {
+            queued: 9,
+            limit: Some(8)
+        })
+    );
     assert_eq!(s.expires_ms, None);
 }
 
@@ -100,7 +106,13 @@ fn decodes_unix_listener() {
     assert_eq!(s.sock_type, UnixType::Stream);
     assert_eq!(s.state, UnixState::Listen);
     assert_eq!(s.name, Some(UnixName::Path("/tmp/my app.sock".into())));
-    assert_eq!(s.listen_queue, Some((5, 4)));
+    assert_eq!(
+        s.listen_queue,
+        Some(ListenQueue {
+            queued: 5,
+            limit: Some(4)
+        })
+    );
 }
 
 #[test]
@@ -237,7 +249,7 @@ fn live_unix_listen_only_dump() {
     .unwrap();
     let queue = ours.expect("our listener is in the listener-only dump");
     assert!(
-        matches!(queue, Some((1, backlog)) if backlog >= 1),
+        matches!(queue, Some(ListenQueue { queued: 1, limit: Some(backlog) }) if backlog >= 1),
         "UNIX_DIAG_RQLEN of our listener: 1 queued, a backlog: {queue:?}"
     );
     assert_eq!(
@@ -295,4 +307,34 @@ fn live_any_family_dump() {
     assert_eq!(stats.parse_errors, 0);
     assert_eq!(seen4, Some(Family::Ipv4), "{a4} in the dump");
     assert_eq!(seen6, Some(Family::Ipv6), "{a6} in the dump");
+}
+
+/// A dump whose replies never come fails with `Timeout` after the time
+/// limit, instead of freezing the poll: here no request is sent, so
+/// nothing ever answers sequence number 1.
+#[test]
+fn a_dump_without_end_times_out() {
+    let mut sd = SockDiag::open_with_timeout(std::time::Duration::from_millis(200)).unwrap();
+    sd.seq = sd.seq.wrapping_add(1);
+    let started = std::time::Instant::now();
+    let err = sd
+        .receive("test", &mut |_, _| panic!("no reply was asked for"))
+        .unwrap_err();
+    let took = started.elapsed();
+    assert!(
+        matches!(
+            err,
+            SourceError::Timeout {
+                request: "test",
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert_eq!(err.reason(), crate::source::ErrorReason::Timeout);
+    assert!(took >= std::time::Duration::from_millis(190), "{took:?}");
+    assert!(took < std::time::Duration::from_secs(2), "{took:?}");
+    // The socket still works for the next dump.
+    let mut n = 0;
+    sd.dump_unix(UNIX_LISTEN_ONLY, &mut |_| n += 1).unwrap();
 }

@@ -1,0 +1,161 @@
+use super::*;
+use crate::model::{ListenQueue, TcpQueues};
+
+fn tcp(state: TcpState, local: &str, rq: u32, wq: Option<u32>) -> TcpSocket {
+    let local: SocketAddr = local.parse().unwrap();
+    TcpSocket {
+        family: if local.is_ipv4() {
+            Family::Ipv4
+        } else {
+            Family::Ipv6
+        },
+        state,
+        local,
+        remote: "127.0.0.1:50000".parse().unwrap(),
+        queues: match state {
+            TcpState::Listen => TcpQueues::Accept(ListenQueue {
+                queued: rq,
+                limit: wq,
+            }),
+            _ => TcpQueues::Bytes { recv: rq, send: 0 },
+        },
+        expires_ms: None,
+    }
+}
+
+#[test]
+fn tcp_queued_and_accepted() {
+    let mut t = TcpListeners::default();
+    t.observe(&tcp(TcpState::Listen, "0.0.0.0:8080", 9, Some(8)));
+    t.observe(&tcp(TcpState::Listen, "127.0.0.1:9000", 0, Some(128)));
+    // 9 queued + 3 accepted on the wildcard listener (any local address)
+    for i in 0..12 {
+        let local = if i % 2 == 0 {
+            "127.0.0.1:8080"
+        } else {
+            "127.0.0.2:8080"
+        };
+        t.observe(&tcp(TcpState::Established, local, 0, None));
+    }
+    t.observe(&tcp(TcpState::Established, "127.0.0.1:9000", 0, None));
+    t.observe(&tcp(TcpState::Established, "127.0.0.2:9000", 0, None)); // no listener there
+    t.observe(&tcp(TcpState::TimeWait, "127.0.0.1:8080", 0, None));
+    let rows = table(&t, &UnixListeners::default(), 4096, 10);
+    assert_eq!(rows[0].listener.to_string(), "0.0.0.0:8080");
+    assert_eq!((rows[0].length, rows[0].limit), (9, Some(8)));
+    assert_eq!((rows[0].connecting, rows[0].connected), (9, 3));
+    assert!(rows[0].full());
+    assert_eq!((rows[1].connecting, rows[1].connected), (0, 1));
+    assert!(!rows[1].full());
+}
+
+#[test]
+fn unix_from_procfs_and_netlink() {
+    let name = UnixName::Path("/run/my app.sock".into());
+    let sock = |state, lq| UnixSocket {
+        sock_type: crate::model::UnixType::Stream,
+        state,
+        name: Some(name.clone()),
+        listen_queue: lq,
+    };
+    // procfs: embryo before its listener, no RQLEN
+    let mut p = UnixListeners::default();
+    p.observe(&sock(UnixState::Connecting, None));
+    p.observe(&sock(UnixState::Listen, None));
+    p.observe(&sock(UnixState::Connecting, None));
+    p.observe(&sock(UnixState::Connected, None));
+    let rows = table(&TcpListeners::default(), &p, 4096, 10);
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].listener.to_string(), "/run/my app.sock");
+    assert_eq!(
+        (rows[0].length, rows[0].limit, rows[0].connected),
+        (2, None, 1)
+    );
+    // netlink: RQLEN carries the queue
+    let mut n = UnixListeners::default();
+    n.observe(&sock(
+        UnixState::Listen,
+        Some(ListenQueue {
+            queued: 5,
+            limit: Some(4),
+        }),
+    ));
+    let rows = table(&TcpListeners::default(), &n, 4096, 10);
+    assert_eq!((rows[0].length, rows[0].limit), (5, Some(4)));
+    assert!(rows[0].full());
+}
+
+#[test]
+fn cap_keeps_fullest_and_aggregates_rest() {
+    let mut t = TcpListeners::default();
+    for port in 1..=300u16 {
+        let q = u32::from(port % 7);
+        t.observe(&tcp(
+            TcpState::Listen,
+            &format!("127.0.0.1:{port}"),
+            q,
+            Some(10),
+        ));
+    }
+    let rows = table(&t, &UnixListeners::default(), 4096, 200);
+    assert_eq!(rows.len(), 201);
+    assert!(rows[..200].iter().all(|r| r.length >= rows[199].length));
+    let other = rows.last().unwrap();
+    assert_eq!(other.listener, ListenerKey::Other);
+    assert_eq!(other.sockets, 100);
+    assert_eq!(other.limit, Some(1000));
+    let total: u64 = (1..=300u64).map(|p| p % 7).sum();
+    assert_eq!(rows.iter().map(|r| r.length).sum::<u64>(), total);
+}
+
+/// A relative UNIX path named `other` cannot be mistaken for the
+/// aggregate row: it is shown as `./other`.
+#[test]
+fn listener_labels_never_collide_with_the_aggregate() {
+    let rel = ListenerKey::Unix(UnixName::Path("other".into()));
+    assert_eq!(rel.to_string(), "./other");
+    assert_eq!(ListenerKey::Other.to_string(), "other");
+    assert_eq!(
+        ListenerKey::Unix(UnixName::Abstract("other".into())).to_string(),
+        "@other"
+    );
+    assert_eq!(
+        ListenerKey::Unix(UnixName::Path("/run/other".into())).to_string(),
+        "/run/other"
+    );
+}
+
+/// The full time grows by the time between polls while a queue is full,
+/// and every family is encoded for a row with a limit.
+#[test]
+fn full_time_and_encoded_families() {
+    let mut t = TcpListeners::default();
+    t.observe(&tcp(TcpState::Listen, "127.0.0.1:8080", 9, Some(8)));
+    t.observe(&tcp(TcpState::Established, "127.0.0.1:8080", 0, None));
+    let mut full = FullTime::default();
+    let t0 = Instant::now();
+    let rows = table(&t, &UnixListeners::default(), 4096, 10);
+    assert_eq!(full.accumulate(rows.clone(), t0)[0].full_seconds_total, 0.0);
+    let later = full.accumulate(rows, t0 + Duration::from_millis(1500));
+    assert_eq!(later[0].full_seconds_total, 1.5);
+    let text = crate::metrics::encoded(|f| encode(&later, f));
+    let l = "proto=\"tcp\",listener=\"127.0.0.1:8080\"";
+    for line in [
+        format!("sockscope_listen_queue_length{{{l}}} 9\n"),
+        format!("sockscope_listen_queue_limit{{{l}}} 8\n"),
+        format!("sockscope_listen_queue_full_seconds_total{{{l}}} 1.5\n"),
+        format!("sockscope_listen_connections{{{l},state=\"connecting\"}} 9\n"),
+        format!("sockscope_listen_connections{{{l},state=\"connected\"}} 0\n"),
+        format!("sockscope_listen_sockets{{{l}}} 1\n"),
+    ] {
+        assert!(text.contains(&line), "{line} in\n{text}");
+    }
+    assert!(text.contains("# TYPE sockscope_listen_queue_full_seconds_total counter\n"));
+
+    // Without a limit (procfs) the limit and the full time are absent.
+    let mut no_limit = later.clone();
+    no_limit[0].listener.limit = None;
+    let text = crate::metrics::encoded(|f| encode(&no_limit, f));
+    assert!(!text.contains("sockscope_listen_queue_limit"), "{text}");
+    assert!(!text.contains("sockscope_listen_queue_full_seconds_total"));
+}

@@ -1,0 +1,407 @@
+//! One poll of one network namespace: which sources to read, in what
+//! order, with which fallback, and the census schedule.
+//!
+//! Every read goes through [`Kernel`] (the namespace's sources) and the
+//! [`Health`] executor; every analysis is a `crate::collector` type fed the
+//! records as the source yields them, per family, so a source that fails
+//! half-way is discarded whole and replaced by its fallback without double
+//! counting. The result is a [`Sample`].
+
+use std::time::{Duration, Instant};
+
+use crate::collector::Sample;
+use crate::collector::census::{CensusInfo, CensusPolicy};
+use crate::collector::ephemeral_ports::{self, EphemeralPorts, EphemeralReport, PortModel};
+use crate::collector::health::{Health, SourceStatus};
+use crate::collector::listen_queue::{self, FullTime, TcpListeners, UnixListeners};
+use crate::collector::tcp_states::TcpStates;
+use crate::collector::unix_states::UnixStates;
+use crate::model::{Family, TcpSocket};
+use crate::source::kernel::Kernel;
+use crate::source::sock_diag::{
+    TCP_ALL_STATES, TCP_LISTEN_ONLY, UNIX_ALL_STATES, UNIX_LISTEN_ONLY,
+};
+use crate::source::sysctl::Sysctls;
+use crate::source::{ReadStats, SourceError, SourceId};
+
+/// Where socket tables are read from (`--source`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SourceMode {
+    /// sock_diag netlink, falling back per family to procfs on failure.
+    Auto,
+    /// sock_diag netlink only.
+    Netlink,
+    /// `/proc/net/{tcp,tcp6,unix}` only.
+    Procfs,
+}
+
+/// Poller settings.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub source: SourceMode,
+    /// `--ephemeral.top-destinations`.
+    pub top_destinations: usize,
+    /// `--listen.max-listeners`.
+    pub max_listeners: usize,
+    /// `--census.*`: how often every socket is read.
+    pub census: CensusPolicy,
+    /// Dump TCP of both families in one walk when the kernel serves it
+    /// (source `inet_diag`); else, or when it fails, one dump per family
+    /// (`inet_diag_ipv4`/`_ipv6`).
+    pub inet_diag_any_family: bool,
+}
+
+/// The latest census, carried between polls.
+struct Census {
+    started: Instant,
+    /// Every socket source was netlink (so a listener-only tick works).
+    netlink: bool,
+    interval: Duration,
+    info: CensusInfo,
+    tcp: TcpStates,
+    unix: Option<UnixStates>,
+    tcp_listeners: TcpListeners,
+    unix_listeners: UnixListeners,
+    ephemeral: Option<EphemeralReport>,
+    /// The socket-table sources of the census.
+    sources: Vec<SourceStatus>,
+}
+
+/// TCP analyses of one family (or of all, once merged).
+#[derive(Debug, Default)]
+struct TcpCensus {
+    states: TcpStates,
+    listeners: TcpListeners,
+    ports: EphemeralPorts,
+}
+
+impl TcpCensus {
+    fn observe(&mut self, model: Option<&PortModel>, s: &TcpSocket) {
+        self.states.observe(s);
+        self.listeners.observe(s);
+        if let Some(m) = model {
+            self.ports.observe(m, &self.listeners.ports, s);
+        }
+    }
+
+    fn merge(&mut self, o: TcpCensus) {
+        self.states.merge(&o.states);
+        self.listeners.merge(o.listeners);
+        self.ports.merge(o.ports);
+    }
+}
+
+fn inet_diag_id(f: Family) -> SourceId {
+    match f {
+        Family::Ipv4 => SourceId::InetDiagIpv4,
+        Family::Ipv6 => SourceId::InetDiagIpv6,
+    }
+}
+
+fn inet_diag_listen_id(f: Family) -> SourceId {
+    match f {
+        Family::Ipv4 => SourceId::InetDiagIpv4Listen,
+        Family::Ipv6 => SourceId::InetDiagIpv6Listen,
+    }
+}
+
+fn proc_net_tcp_id(f: Family) -> SourceId {
+    match f {
+        Family::Ipv4 => SourceId::ProcNetTcp,
+        Family::Ipv6 => SourceId::ProcNetTcp6,
+    }
+}
+
+/// Samples one namespace; keeps the state that spans polls (its sources,
+/// their health, the full-queue time, the latest census).
+pub struct Poller {
+    cfg: Config,
+    kernel: Kernel,
+    health: Health,
+    full: FullTime,
+    last_poll: Option<Instant>,
+    census: Option<Census>,
+}
+
+fn now_unix() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs_f64()
+}
+
+impl Poller {
+    pub fn new(cfg: Config, kernel: Kernel) -> Poller {
+        Poller {
+            cfg,
+            kernel,
+            health: Health::default(),
+            full: FullTime::default(),
+            last_poll: None,
+            census: None,
+        }
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    /// Reads the sources once: listener queues, sysctls and counters
+    /// always; every socket (the census) when [`CensusPolicy`] says it is
+    /// due, or when the listener-only dump fails. Otherwise the census
+    /// figures are those of the latest census, which the sample says in
+    /// [`Sample::census`].
+    pub fn poll(&mut self) -> Sample {
+        let started = Instant::now();
+        let timestamp = now_unix();
+        let due = self.census_due(started);
+
+        let mut sources = Vec::new();
+        let (sysctls, st) = self
+            .health
+            .execute(SourceId::Sysctl, || self.kernel.sysctls());
+        sources.push(st);
+
+        let mut tick_sources = Vec::new();
+        let tick = if due {
+            None
+        } else {
+            self.listeners_only(&mut tick_sources)
+        };
+        let fresh = tick.is_none();
+        if fresh {
+            let c = self.census(sysctls.as_ref(), started, timestamp);
+            self.census = Some(c);
+        }
+        let census = self
+            .census
+            .as_ref()
+            .expect("a census just ran or is carried");
+        // sysctl, the census's sources (as of the census), this tick's.
+        sources.extend(census.sources.iter().cloned());
+        sources.extend(tick_sources);
+
+        let (netstat, st) = self
+            .health
+            .execute(SourceId::ProcNetNetstat, || self.kernel.netstat());
+        sources.push(st);
+        let (sockstat, st) = self
+            .health
+            .execute(SourceId::ProcNetSockstat, || self.kernel.sockstat());
+        sources.push(st);
+
+        let somaxconn = sysctls.as_ref().map_or(4096, |s| s.somaxconn);
+        let max = self.cfg.max_listeners;
+        let table = match tick {
+            Some((mut tcp, mut unix)) => {
+                tcp.carry_connections(&census.tcp_listeners);
+                unix.carry_connections(&census.unix_listeners);
+                listen_queue::table(&tcp, &unix, somaxconn, max)
+            }
+            None => listen_queue::table(
+                &census.tcp_listeners,
+                &census.unix_listeners,
+                somaxconn,
+                max,
+            ),
+        };
+        let listeners = self.full.accumulate(table, started);
+        self.last_poll = Some(started);
+        Sample {
+            timestamp,
+            census: CensusInfo {
+                fresh,
+                ..census.info.clone()
+            },
+            tcp: census.tcp.clone(),
+            unix: census.unix.clone(),
+            listeners,
+            ephemeral: census.ephemeral.clone(),
+            sysctls,
+            netstat,
+            sockstat,
+            sources,
+        }
+    }
+
+    /// True when the next poll must run the census: none yet, the latest
+    /// one did not come whole from netlink (procfs cannot dump listeners
+    /// alone), or its [`CensusPolicy::interval`] has passed.
+    fn census_due(&self, now: Instant) -> bool {
+        let Some(c) = &self.census else { return true };
+        if !c.netlink {
+            return true;
+        }
+        let gap = self
+            .last_poll
+            .map_or(Duration::ZERO, |t| now.saturating_duration_since(t));
+        CensusPolicy::due(now.saturating_duration_since(c.started), gap, c.interval)
+    }
+
+    /// Dumps the TCP (both families) and UNIX listeners only. `None` when
+    /// a dump failed: the caller then runs the census, which falls back to
+    /// procfs. The sources are reported either way.
+    fn listeners_only(
+        &mut self,
+        sources: &mut Vec<SourceStatus>,
+    ) -> Option<(TcpListeners, UnixListeners)> {
+        let mut tcp = TcpListeners::default();
+        for family in Family::ALL {
+            let (l, st) = self.health.execute(inet_diag_listen_id(family), || {
+                let mut l = TcpListeners::default();
+                let stats = self
+                    .kernel
+                    .inet_diag(Some(family), TCP_LISTEN_ONLY, &mut |s| l.observe(&s))?;
+                Ok((l, stats))
+            });
+            sources.push(st);
+            tcp.merge(l?);
+        }
+        let (unix, st) = self.health.execute(SourceId::UnixDiagListen, || {
+            let mut l = UnixListeners::default();
+            let stats = self
+                .kernel
+                .unix_diag(UNIX_LISTEN_ONLY, &mut |s| l.observe(&s))?;
+            Ok((l, stats))
+        });
+        sources.push(st);
+        Some((tcp, unix?))
+    }
+
+    /// Reads every socket: TCP per family (netlink, else procfs), UNIX
+    /// (likewise), and classifies them.
+    fn census(&mut self, sysctls: Option<&Sysctls>, started: Instant, timestamp: f64) -> Census {
+        let t0 = Instant::now();
+        let mode = self.cfg.source;
+        let model = sysctls.map(PortModel::new);
+        let model = model.as_ref();
+        let mut sources = Vec::new();
+        let mut netlink = true;
+
+        let mut tcp = TcpCensus::default();
+        let mut families = &Family::ALL[..];
+        if mode != SourceMode::Procfs && self.cfg.inet_diag_any_family && self.kernel.any_family() {
+            let (both, st) = self.health.execute(SourceId::InetDiag, || {
+                tcp_dump(&mut self.kernel, None, model)
+            });
+            sources.push(st);
+            if let Some(mut c) = both {
+                for f in Family::ALL {
+                    c.states.read(f);
+                }
+                tcp = c;
+                families = &[];
+            }
+        }
+        for &family in families {
+            let mut got = None;
+            if mode != SourceMode::Procfs {
+                let (c, st) = self.health.execute(inet_diag_id(family), || {
+                    tcp_dump(&mut self.kernel, Some(family), model)
+                });
+                sources.push(st);
+                got = c;
+            }
+            if got.is_none() && mode != SourceMode::Netlink {
+                netlink = false;
+                let (c, st) = self.health.execute(proc_net_tcp_id(family), || {
+                    let mut c = TcpCensus::default();
+                    let stats = self
+                        .kernel
+                        .proc_net_tcp(family, &mut |s| c.observe(model, &s))?;
+                    Ok((c, stats))
+                });
+                sources.push(st);
+                got = c;
+            }
+            match got {
+                Some(mut c) => {
+                    c.states.read(family);
+                    tcp.merge(c);
+                }
+                None => netlink = false,
+            }
+        }
+
+        let mut unix = None;
+        if mode != SourceMode::Procfs {
+            let (u, st) = self.health.execute(SourceId::UnixDiag, || {
+                let mut c = (UnixStates::default(), UnixListeners::default());
+                let stats = self.kernel.unix_diag(UNIX_ALL_STATES, &mut |s| {
+                    c.0.observe(&s);
+                    c.1.observe(&s);
+                })?;
+                Ok((c, stats))
+            });
+            sources.push(st);
+            unix = u;
+        }
+        if unix.is_none() {
+            netlink = false;
+        }
+        if unix.is_none() && mode != SourceMode::Netlink {
+            let (u, st) = self.health.execute(SourceId::ProcNetUnix, || {
+                let mut c = (UnixStates::default(), UnixListeners::default());
+                let stats = self.kernel.proc_net_unix(&mut |s| {
+                    c.0.observe(&s);
+                    c.1.observe(&s);
+                })?;
+                Ok((c, stats))
+            });
+            sources.push(st);
+            unix = u;
+        }
+        let (unix_states, unix_listeners) = match unix {
+            Some((s, l)) => (Some(s), l),
+            None => (None, UnixListeners::default()),
+        };
+
+        let ephemeral = model.filter(|_| tcp.states.any()).map(|m| {
+            ephemeral_ports::report(
+                m,
+                &tcp.listeners.ports,
+                &tcp.ports,
+                self.cfg.top_destinations,
+            )
+        });
+        let took = t0.elapsed();
+        let interval = self.cfg.census.interval(took);
+        Census {
+            started,
+            netlink,
+            interval,
+            info: CensusInfo {
+                timestamp,
+                duration_seconds: took.as_secs_f64(),
+                interval_seconds: interval.as_secs_f64(),
+                fresh: true,
+            },
+            tcp: tcp.states,
+            unix: unix_states,
+            tcp_listeners: tcp.listeners,
+            unix_listeners,
+            ephemeral,
+            sources,
+        }
+    }
+}
+
+/// The census's inet_diag read of `family` (`None`: both in one walk):
+/// listeners first, so that accepted connections and listening ports are
+/// known when the rest arrive.
+fn tcp_dump(
+    kernel: &mut Kernel,
+    family: Option<Family>,
+    model: Option<&PortModel>,
+) -> Result<(TcpCensus, ReadStats), SourceError> {
+    let mut c = TcpCensus::default();
+    let mut visit = |s: TcpSocket| c.observe(model, &s);
+    let mut stats = kernel.inet_diag(family, TCP_LISTEN_ONLY, &mut visit)?;
+    stats.add(kernel.inet_diag(family, TCP_ALL_STATES & !TCP_LISTEN_ONLY, &mut visit)?);
+    Ok((c, stats))
+}
+
+#[cfg(test)]
+#[path = "poller/tests.rs"]
+mod tests;
