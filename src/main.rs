@@ -334,6 +334,15 @@ fn runtime(workers: usize) -> Result<tokio::runtime::Runtime, String> {
         .map_err(|e| format!("starting the runtime: {e}"))
 }
 
+/// The lab commands' main-thread runtime: it only waits for the stop
+/// signal while their worker threads serve.
+fn signal_thread_runtime() -> Result<tokio::runtime::Runtime, String> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("starting the runtime: {e}"))
+}
+
 fn run_proxy(a: ProxyArgs) -> Result<(), String> {
     if let Some(p) = &a.status_path
         && !p.starts_with('/')
@@ -352,11 +361,7 @@ fn run_proxy(a: ProxyArgs) -> Result<(), String> {
     };
     // This thread only waits for the signal; `--workers` threads serve,
     // each on a runtime of its own (see sockscope_lab::proxy::run).
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| format!("starting the runtime: {e}"))?;
-    rt.block_on(async move {
+    signal_thread_runtime()?.block_on(async move {
         let listener = lab::listen(&a.listen, a.backlog)?;
         tracing::info!(listen = %a.listen, backlog = a.backlog, upstreams = ?cfg.upstreams, keepalive = cfg.keepalive, workers = a.workers, "proxy serving");
         lab::proxy::run(listener, cfg, a.workers, shutdown_signal()).await
@@ -366,11 +371,7 @@ fn run_proxy(a: ProxyArgs) -> Result<(), String> {
 fn run_upstream(a: UpstreamArgs) -> Result<(), String> {
     // This thread only waits for the signal; `--workers` threads serve,
     // each on a runtime of its own (see sockscope_lab::upstream::run_workers).
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| format!("starting the runtime: {e}"))?;
-    rt.block_on(async move {
+    signal_thread_runtime()?.block_on(async move {
         let listener = lab::listen(&a.listen, a.backlog)?;
         tracing::info!(listen = %a.listen, backlog = a.backlog, behavior = ?a.behavior, workers = a.workers, "upstream serving");
         lab::upstream::run_workers(listener, a.behavior, a.workers, shutdown_signal())

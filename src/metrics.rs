@@ -130,10 +130,7 @@ impl Families {
             .map(|(spec, mut metrics)| {
                 metrics.sort_by(|a, b| {
                     let values = |m: &Metric| -> Vec<String> {
-                        m.get_label()
-                            .iter()
-                            .map(|l| l.value().to_owned())
-                            .collect()
+                        m.get_label().iter().map(|l| l.value().to_owned()).collect()
                     };
                     values(a).cmp(&values(b))
                 });

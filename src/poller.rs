@@ -16,7 +16,7 @@ use crate::collector::health::{Health, SourceStatus};
 use crate::collector::listen_queue::{self, FullTime, TcpListeners, UnixListeners};
 use crate::collector::tcp_states::TcpStates;
 use crate::collector::unix_states::UnixStates;
-use crate::model::{Family, TcpSocket};
+use crate::model::{Family, TcpSocket, UnixSocket};
 use crate::source::kernel::Kernel;
 use crate::source::sock_diag::{
     TCP_ALL_STATES, TCP_LISTEN_ONLY, UNIX_ALL_STATES, UNIX_LISTEN_ONLY,
@@ -324,36 +324,39 @@ impl Poller {
             }
         }
 
+        // unix_diag, else (or with --source procfs) /proc/net/unix.
         let mut unix = None;
-        if mode != SourceMode::Procfs {
-            let (u, st) = self.health.execute(SourceId::UnixDiag, || {
+        for id in [SourceId::UnixDiag, SourceId::ProcNetUnix] {
+            let netlink_source = id == SourceId::UnixDiag;
+            let allowed = match mode {
+                SourceMode::Auto => true,
+                SourceMode::Netlink => netlink_source,
+                SourceMode::Procfs => !netlink_source,
+            };
+            if unix.is_some() || !allowed {
+                continue;
+            }
+            let (u, st) = self.health.execute(id, || {
                 let mut c = (UnixStates::default(), UnixListeners::default());
-                let stats = self.kernel.unix_diag(UNIX_ALL_STATES, &mut |s| {
+                let mut visit = |s: UnixSocket| {
                     c.0.observe(&s);
                     c.1.observe(&s);
-                })?;
+                };
+                let stats = if netlink_source {
+                    self.kernel.unix_diag(UNIX_ALL_STATES, &mut visit)?
+                } else {
+                    self.kernel.proc_net_unix(&mut visit)?
+                };
                 Ok((c, stats))
             });
             sources.push(st);
-            unix = u;
+            unix = u.map(|c| (netlink_source, c));
         }
-        if unix.is_none() {
+        if !matches!(unix, Some((true, _))) {
             netlink = false;
         }
-        if unix.is_none() && mode != SourceMode::Netlink {
-            let (u, st) = self.health.execute(SourceId::ProcNetUnix, || {
-                let mut c = (UnixStates::default(), UnixListeners::default());
-                let stats = self.kernel.proc_net_unix(&mut |s| {
-                    c.0.observe(&s);
-                    c.1.observe(&s);
-                })?;
-                Ok((c, stats))
-            });
-            sources.push(st);
-            unix = u;
-        }
         let (unix_states, unix_listeners) = match unix {
-            Some((s, l)) => (Some(s), l),
+            Some((_, (s, l))) => (Some(s), l),
             None => (None, UnixListeners::default()),
         };
 

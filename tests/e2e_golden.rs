@@ -215,37 +215,31 @@ fn bad_input_exits_with_one_line_error() {
     );
 }
 
-#[test]
-fn snapshot_fits_80_columns_and_json_parses() {
-    let bin = env!("CARGO_BIN_EXE_sockscope");
-    let out = std::process::Command::new(bin)
+/// `sockscope snapshot` of the fixture tree with `extra` flags.
+fn snapshot(extra: &str) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_sockscope"))
         .args([
             "snapshot",
             "--path.procfs",
             FIXTURE,
             "--source",
             "procfs",
-            "--timing",
+            extra,
         ])
         .output()
-        .unwrap();
+        .unwrap_or_else(|e| panic!("spawning sockscope snapshot: {e}"))
+}
+
+#[test]
+fn snapshot_fits_80_columns_and_json_parses() {
+    let out = snapshot("--timing");
     assert!(out.status.success());
     let text = String::from_utf8(out.stdout).unwrap();
     for line in text.lines() {
         assert!(line.chars().count() <= 80, "too wide: {line:?}");
     }
     assert!(text.contains("127.0.0.1:8080"));
-    let out = std::process::Command::new(bin)
-        .args([
-            "snapshot",
-            "--path.procfs",
-            FIXTURE,
-            "--source",
-            "procfs",
-            "--json",
-        ])
-        .output()
-        .unwrap();
+    let out = snapshot("--json");
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["tcp"]["ipv4"][5], 4, "TIME_WAIT count in JSON");
     assert_eq!(v["listeners"][0]["listener"], "127.0.0.1:8080");

@@ -206,14 +206,10 @@ fn prometheus_alerts_fire_before_first_502() {
             ],
             STUCK,
         );
-        let proxy = LabProcess::listening(
-            "proxy",
+        let proxy = LabProcess::proxy(
+            PROXY,
+            &[UPSTREAM],
             &[
-                "proxy",
-                "--listen",
-                PROXY,
-                "--upstream",
-                &format!("http://{UPSTREAM}"),
                 "--keepalive",
                 "0",
                 "--status-path",
@@ -221,7 +217,6 @@ fn prometheus_alerts_fire_before_first_502() {
                 "--workers",
                 "1",
             ],
-            PROXY,
         );
         let mut agent =
             Agent::spawn(&["--nginx.scrape-uri", &format!("http://{PROXY}/stub_status")]);

@@ -221,19 +221,7 @@ fn start_upstream() -> LabProcess {
 }
 
 fn start_proxy(keepalive: &str) -> LabProcess {
-    LabProcess::listening(
-        "proxy",
-        &[
-            "proxy",
-            "--listen",
-            PROXY,
-            "--upstream",
-            &format!("http://{UPSTREAM}"),
-            "--keepalive",
-            keepalive,
-        ],
-        PROXY,
-    )
+    LabProcess::proxy(PROXY, &[UPSTREAM], &["--keepalive", keepalive])
 }
 
 /// The agent's and ss's view of the pool toward the upstream after a

@@ -85,30 +85,19 @@ mod tests {
 
     #[test]
     fn census_interval_is_cost_over_budget_capped() {
-        let p = CensusPolicy {
-            cpu_budget_ratio: 0.01,
-            max_interval: Duration::from_secs(15),
+        let ms = Duration::from_millis;
+        let policy = |ratio, max| CensusPolicy {
+            cpu_budget_ratio: ratio,
+            max_interval: max,
         };
-        assert_eq!(
-            p.interval(Duration::from_millis(25)),
-            Duration::from_millis(2500)
-        );
-        assert_eq!(
-            p.interval(Duration::from_millis(400)),
-            Duration::from_secs(15)
-        );
-        assert_eq!(
-            CensusPolicy::EVERY_POLL.interval(Duration::from_secs(3)),
-            Duration::ZERO
-        );
-        let every = CensusPolicy {
-            cpu_budget_ratio: 1.0,
-            max_interval: Duration::from_secs(15),
-        };
-        assert_eq!(
-            every.interval(Duration::from_millis(7)),
-            Duration::from_millis(7)
-        );
+        for (p, took, want) in [
+            (policy(0.01, ms(15_000)), ms(25), ms(2500)),
+            (policy(0.01, ms(15_000)), ms(400), ms(15_000)),
+            (CensusPolicy::EVERY_POLL, ms(3000), Duration::ZERO),
+            (policy(1.0, ms(15_000)), ms(7), ms(7)),
+        ] {
+            assert_eq!(p.interval(took), want, "{p:?} after {took:?}");
+        }
     }
 
     #[test]

@@ -185,6 +185,26 @@ impl LabProcess {
         p
     }
 
+    /// `sockscope proxy --listen LISTEN --upstream U... EXTRA...`, waited
+    /// for ([`LabProcess::listening`]); an upstream without a scheme is
+    /// `IP:PORT` (the proxy's `http://` is added).
+    pub fn proxy(listen: &str, upstreams: &[&str], extra: &[&str]) -> LabProcess {
+        let mut args = vec!["proxy".to_owned(), "--listen".into(), listen.into()];
+        for u in upstreams {
+            args.push("--upstream".into());
+            args.push(
+                if u.contains(':') && !u.starts_with("unix:") && !u.starts_with("http") {
+                    format!("http://{u}")
+                } else {
+                    (*u).to_owned()
+                },
+            );
+        }
+        args.extend(extra.iter().map(|a| (*a).to_owned()));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        LabProcess::listening("proxy", &args, listen)
+    }
+
     pub fn pid(&self) -> u32 {
         self.proc.child.id()
     }

@@ -191,12 +191,13 @@ fn top_n_bounds_100k_destinations() {
     assert!((r.usage_ratio_max - 5.0 / 28232.0).abs() < 1e-12);
 }
 
-#[test]
-fn exhausted_pool_has_ratio_one() {
+/// TIME_WAIT sockets aged 1 s from 127.0.0.1 on `ports` toward
+/// 127.0.0.1:7100, in a 100-port range without reuse.
+fn time_wait_pool(ports: std::ops::Range<u16>) -> EphemeralReport {
     let m = PortModel::new(&sysctls((40000, 40099), 0));
     let l = PortSet::default();
     let mut e = EphemeralPorts::default();
-    for p in 40000..=40099 {
+    for p in ports {
         e.observe(
             &m,
             &l,
@@ -208,29 +209,19 @@ fn exhausted_pool_has_ratio_one() {
             ),
         );
     }
-    let r = report(&m, &l, &e, 20);
+    report(&m, &l, &e, 20)
+}
+
+#[test]
+fn exhausted_pool_has_ratio_one() {
+    let r = time_wait_pool(40000..40100);
     assert_eq!(r.pools[0].available, 0);
     assert_eq!(r.usage_ratio_max, 1.0);
 }
 
 #[test]
 fn encoded_families() {
-    let m = PortModel::new(&sysctls((40000, 40099), 0));
-    let l = PortSet::default();
-    let mut e = EphemeralPorts::default();
-    for p in 40000..40010 {
-        e.observe(
-            &m,
-            &l,
-            &sock(
-                TcpState::TimeWait,
-                &format!("127.0.0.1:{p}"),
-                "127.0.0.1:7100",
-                Some(59_000),
-            ),
-        );
-    }
-    let r = report(&m, &l, &e, 20);
+    let r = time_wait_pool(40000..40010);
     let text = crate::metrics::encoded(|f| r.encode(f));
     let pool = "local_ip=\"127.0.0.1\",destination=\"127.0.0.1:7100\"";
     for line in [
