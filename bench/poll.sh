@@ -201,8 +201,8 @@ EOF
         while python3 -c "import sys,time; sys.exit(time.time() + 3 > $end)"; do
             sleep 3
             # the census's sources (carried between censuses), and the
-            # (sockscope_poll_duration_seconds before 0.2.0, for --bin OLD)
             # listener-only dumps of a poll without a census
+            # (sockscope_poll_duration_seconds before 0.2.0, for --bin OLD)
             t=$( (curl -sf 127.0.0.1:9977/metrics || true) | awk '/^sockscope_(source|poll)_duration_seconds\{/ {
                     split($1, a, "\""); v[a[2]] = $2 * 1000
                     if (a[2] ~ /_listen$/) l += $2 * 1000; else s += $2 * 1000 }
