@@ -129,10 +129,8 @@ impl Families {
             .into_iter()
             .map(|(spec, mut metrics)| {
                 metrics.sort_by(|a, b| {
-                    let values = |m: &Metric| -> Vec<String> {
-                        m.get_label().iter().map(|l| l.value().to_owned()).collect()
-                    };
-                    values(a).cmp(&values(b))
+                    let values = |m: &Metric| m.get_label().iter().map(|l| l.value());
+                    values(a).cmp(values(b))
                 });
                 let mut mf = MetricFamily::default();
                 mf.set_name(spec.name.to_owned());

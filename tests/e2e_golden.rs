@@ -141,11 +141,46 @@ fn missing_source_is_a_metric_not_a_failed_scrape() {
     );
     assert!(!body.contains("sockscope_sysctl_somaxconn"));
     assert!(!body.contains("sockscope_ephemeral_ports_available"));
+    // Let a few more polls fail the same way (every 100 ms; bounded wait
+    // for the poll timestamp to move on three times).
+    let poll_ts = |body: &str| -> String {
+        body.lines()
+            .find(|l| l.starts_with("sockscope_last_poll_timestamp_seconds "))
+            .expect("the poll timestamp")
+            .to_owned()
+    };
+    let mut seen = vec![poll_ts(&body)];
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while seen.len() < 4 {
+        assert!(std::time::Instant::now() < deadline, "polls stalled: {seen:?}");
+        let ts = poll_ts(&agent.scrape());
+        if !seen.contains(&ts) {
+            seen.push(ts);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let body = agent.scrape();
+    let skipped: usize = body
+        .lines()
+        .find_map(|l| l.strip_prefix("sockscope_parse_errors_total{source=\"proc_net_tcp\"} "))
+        .expect("proc_net_tcp parse errors")
+        .parse()
+        .unwrap();
+    assert!(
+        skipped >= seen.len(),
+        "the fixture's malformed line is counted on every poll: {skipped} after {} polls",
+        seen.len()
+    );
     let log = agent.stop();
     assert_eq!(
         log.matches("source failed").count(),
         2,
         "one warning per failed source, not one per poll:\n{log}"
+    );
+    assert_eq!(
+        log.matches("skipping malformed records").count(),
+        1,
+        "one warning when a source starts skipping, not one per poll:\n{log}"
     );
     assert!(
         log.contains("somaxconn") && log.contains("net/unix"),
