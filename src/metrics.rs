@@ -128,10 +128,10 @@ impl Families {
         self.fams
             .into_iter()
             .map(|(spec, mut metrics)| {
-                metrics.sort_by(|a, b| {
-                    let values = |m: &Metric| m.get_label().iter().map(|l| l.value());
-                    values(a).cmp(values(b))
-                });
+                fn values(m: &Metric) -> impl Iterator<Item = &str> {
+                    m.get_label().iter().map(|l| l.value())
+                }
+                metrics.sort_by(|a, b| values(a).cmp(values(b)));
                 let mut mf = MetricFamily::default();
                 mf.set_name(spec.name.to_owned());
                 mf.set_help(spec.help.to_owned());

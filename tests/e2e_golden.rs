@@ -152,7 +152,10 @@ fn missing_source_is_a_metric_not_a_failed_scrape() {
     let mut seen = vec![poll_ts(&body)];
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     while seen.len() < 4 {
-        assert!(std::time::Instant::now() < deadline, "polls stalled: {seen:?}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "polls stalled: {seen:?}"
+        );
         let ts = poll_ts(&agent.scrape());
         if !seen.contains(&ts) {
             seen.push(ts);
