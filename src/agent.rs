@@ -10,8 +10,10 @@ use std::time::Duration;
 use prometheus::proto::MetricFamily;
 use tokio::sync::{oneshot, watch};
 
-use crate::collector::{Sample, nginx};
+use crate::collector::netns::NetnsStats;
+use crate::collector::nginx;
 use crate::metrics::Families;
+use crate::namespaces::{NamespaceSample, Namespaces, NamespacesConfig};
 use crate::poller::Poller;
 use crate::source::stub_status::{Scraper, TargetSample, scrape_all};
 
@@ -20,41 +22,104 @@ crate::metric_specs! {
         "A metric with a constant 1 labelled with the version of sockscope.";
 }
 
-/// What one tick learned: the namespace's sample and the nginx scrapes
-/// taken on the same tick.
+/// What one tick learned: each namespace's sample, the discovery figures
+/// (`--netns all`), and the nginx scrapes taken on the same tick.
 #[derive(Debug, Clone)]
 pub struct Report {
-    pub sample: Sample,
+    pub namespaces: Vec<NamespaceSample>,
+    pub netns: Option<NetnsStats>,
     pub nginx: Vec<TargetSample>,
 }
 
 impl Report {
-    /// Every family of the exposition: build info, the sample's, nginx's.
+    /// Every family of the exposition: build info, each namespace's (under
+    /// its `netns` label with `--netns all`), nginx's.
     pub fn families(&self) -> Vec<MetricFamily> {
         let mut out = Families::new();
         out.push(&BUILD_INFO, &[env!("CARGO_PKG_VERSION")], 1.0);
-        self.sample.encode(&mut out);
+        for ns in &self.namespaces {
+            match &ns.netns {
+                None => ns.sample.encode(&mut out),
+                Some(info) => {
+                    out.scoped(&[("netns", info.label())], |o| ns.sample.encode(o));
+                    info.encode(&mut out);
+                }
+            }
+        }
+        if let Some(stats) = &self.netns {
+            stats.encode(&mut out);
+        }
         nginx::encode(&self.nginx, &mut out);
         out.finish()
     }
 }
 
-/// A [`Poller`] on a thread of its own, asked for one sample at a time.
+/// What the sampling thread polls: the agent's own namespace
+/// (`--netns self`) or every namespace of the host (`--netns all`).
+pub enum Sampler {
+    Own(Box<Poller>),
+    All(NamespacesConfig),
+}
+
+enum Sampling {
+    Own(Box<Poller>),
+    All(Box<Namespaces>),
+}
+
+type Polled = (Vec<NamespaceSample>, Option<NetnsStats>);
+
+impl Sampling {
+    fn poll(&mut self) -> Polled {
+        match self {
+            Sampling::Own(p) => (
+                vec![NamespaceSample {
+                    netns: None,
+                    sample: p.poll(),
+                }],
+                None,
+            ),
+            Sampling::All(n) => {
+                let (samples, stats) = n.poll();
+                (samples, Some(stats))
+            }
+        }
+    }
+}
+
+/// The sampler on a thread of its own (its reads block, and with
+/// `--netns all` it moves between namespaces), asked for one poll at a
+/// time.
 struct PollerThread {
-    requests: Option<std::sync::mpsc::Sender<oneshot::Sender<Sample>>>,
+    requests: Option<std::sync::mpsc::Sender<oneshot::Sender<Polled>>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl PollerThread {
-    fn spawn(mut poller: Poller) -> std::io::Result<PollerThread> {
-        let (tx, rx) = std::sync::mpsc::channel::<oneshot::Sender<Sample>>();
+    fn spawn(sampler: Sampler) -> std::io::Result<PollerThread> {
+        let (tx, rx) = std::sync::mpsc::channel::<oneshot::Sender<Polled>>();
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let thread = std::thread::Builder::new()
             .name("poller".into())
             .spawn(move || {
+                // Built here: --netns all keeps this thread's own namespaces.
+                let mut running = match sampler {
+                    Sampler::Own(p) => Sampling::Own(p),
+                    Sampler::All(cfg) => match Namespaces::new(cfg) {
+                        Ok(n) => Sampling::All(Box::new(n)),
+                        Err(e) => {
+                            let _ = ready_tx.send(Err(std::io::Error::other(e.to_string())));
+                            return;
+                        }
+                    },
+                };
+                let _ = ready_tx.send(Ok(()));
                 for reply in rx {
-                    let _ = reply.send(poller.poll());
+                    let _ = reply.send(running.poll());
                 }
             })?;
+        ready_rx
+            .recv()
+            .unwrap_or_else(|_| Err(std::io::Error::other("the poller thread died")))?;
         Ok(PollerThread {
             requests: Some(tx),
             thread: Some(thread),
@@ -65,7 +130,7 @@ impl PollerThread {
     ///
     /// # Panics
     /// When the poller thread has died (a panic in a poll).
-    async fn poll(&self) -> Sample {
+    async fn poll(&self) -> Polled {
         let (tx, rx) = oneshot::channel();
         let requests = self.requests.as_ref().expect("open until drop");
         requests.send(tx).expect("the poller thread is running");
@@ -91,19 +156,20 @@ pub struct PollLoop {
 }
 
 impl PollLoop {
-    /// A loop ticking every `interval` over `poller` and `scrapers` (each
+    /// A loop ticking every `interval` over `sampler` and `scrapers` (each
     /// scrape bounded by `nginx_timeout`).
     ///
     /// # Errors
-    /// When the poller's thread cannot be started.
+    /// When the poller's thread cannot be started (or, with `--netns
+    /// all`, cannot open its own namespaces).
     pub fn new(
-        poller: Poller,
+        sampler: Sampler,
         scrapers: Vec<Scraper>,
         interval: Duration,
         nginx_timeout: Duration,
     ) -> std::io::Result<PollLoop> {
         Ok(PollLoop {
-            poller: PollerThread::spawn(poller)?,
+            poller: PollerThread::spawn(sampler)?,
             scrapers,
             interval,
             nginx_timeout,
@@ -112,11 +178,15 @@ impl PollLoop {
 
     /// One tick: the poll and every scrape, concurrently.
     pub async fn tick(&mut self) -> Report {
-        let (sample, nginx) = tokio::join!(
+        let ((namespaces, netns), nginx) = tokio::join!(
             self.poller.poll(),
             scrape_all(&mut self.scrapers, self.nginx_timeout)
         );
-        Report { sample, nginx }
+        Report {
+            namespaces,
+            netns,
+            nginx,
+        }
     }
 
     /// Takes the first report now (so `/metrics` has one before it is

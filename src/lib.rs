@@ -13,6 +13,7 @@ pub mod collector;
 pub mod exporter;
 pub mod metrics;
 pub mod model;
+pub mod namespaces;
 pub mod poller;
 pub mod signal;
 pub mod snapshot;

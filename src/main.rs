@@ -11,9 +11,10 @@ use std::time::Duration;
 
 use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::{Args, Parser, Subcommand};
-use sockscope::agent::PollLoop;
+use sockscope::agent::{PollLoop, Sampler};
 use sockscope::collector::census::CensusPolicy;
 use sockscope::exporter;
+use sockscope::namespaces::NamespacesConfig;
 use sockscope::poller::{Config, Poller, SourceMode};
 use sockscope::signal::shutdown_signal;
 use sockscope::source::ProcRoot;
@@ -113,6 +114,16 @@ struct UpstreamArgs {
     workers: usize,
 }
 
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum NetnsMode {
+    #[value(name = "self")]
+    Own,
+    All,
+}
+
+/// Where `ip netns add` binds network namespaces.
+const RUN_NETNS: &str = "/run/netns";
+
 fn parse_addr(s: &str) -> Result<Addr, String> {
     s.parse()
 }
@@ -146,6 +157,16 @@ struct PollArgs {
 struct AgentArgs {
     #[command(flatten)]
     poll: PollArgs,
+    /// Which network namespaces to read: self (the agent's own, no netns
+    /// label) or all (every namespace under --path.procfs and /run/netns,
+    /// each labelled netns; needs CAP_SYS_ADMIN and CAP_SYS_PTRACE, and
+    /// hostPID on Kubernetes).
+    #[arg(long = "netns", value_enum, default_value = "self")]
+    netns: NetnsMode,
+    /// With --netns all: namespaces reported at most (those with the most
+    /// sockets); the rest are counted in sockscope_netns_over_limit.
+    #[arg(long = "netns.max-namespaces", default_value_t = 128)]
+    max_namespaces: usize,
     /// Time between polls (e.g. 1s, 500ms). Every poll samples the
     /// listeners' accept queues; the census of every socket runs as
     /// --census.* allow.
@@ -293,12 +314,24 @@ fn run_agent(args: AgentArgs) -> Result<(), String> {
         cpu_budget_ratio: args.census_budget,
         max_interval: args.census_max_interval,
     })?;
+    if args.max_namespaces == 0 {
+        return Err("--netns.max-namespaces must be at least 1".into());
+    }
+    let sampler = match args.netns {
+        NetnsMode::Own => Sampler::Own(Box::new(poller)),
+        NetnsMode::All => Sampler::All(NamespacesConfig {
+            procfs: args.poll.procfs.clone(),
+            run_netns: RUN_NETNS.into(),
+            poller: poller.config().clone(),
+            max_namespaces: args.max_namespaces,
+        }),
+    };
     let rt = runtime(2)?;
     rt.block_on(async move {
         let listener = bind(&args.listen).await?;
         let local = listener.local_addr().map_err(|e| e.to_string())?;
         let scrapers = args.nginx.iter().cloned().map(Scraper::new).collect();
-        let poll_loop = PollLoop::new(poller, scrapers, args.interval, args.nginx_timeout)
+        let poll_loop = PollLoop::new(sampler, scrapers, args.interval, args.nginx_timeout)
             .map_err(|e| format!("starting the poller: {e}"))?;
         let (latest, running) = poll_loop.start().await;
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();

@@ -842,7 +842,8 @@ fn dashboard_promql_parses() {
             .replace("$__rate_interval", "1m")
             .replace("$nginx_listener", ".*:80")
             .replace("$job", ".+")
-            .replace("$instance", ".+");
+            .replace("$instance", ".+")
+            .replace("$netns", ".*");
         assert!(!e.contains('$'), "{title}: unknown variable in {expr}");
         rules.push_str(&format!(
             "      # {}\n      - record: dashboard:query:{i}\n        expr: |\n          {e}\n",
@@ -879,6 +880,7 @@ fn kubernetes_validate(files: &[PathBuf]) -> Output {
 fn kubernetes_manifests_validate_strictly() {
     let files = [
         path("deploy/kubernetes/daemonset.yaml"),
+        path("deploy/kubernetes/daemonset-netns-all.yaml"),
         path("deploy/kubernetes/sidecar.yaml"),
     ];
     let o = kubernetes_validate(&files);
@@ -891,6 +893,8 @@ fn kubernetes_manifests_validate_strictly() {
     for want in [
         "serviceaccount/sockscope",
         "daemonset/sockscope",
+        "daemonset/sockscope-netns-all",
+        "serviceaccount/sockscope-netns-all",
         "configmap/nginx-sockscope-demo",
         "deployment/nginx-sockscope-demo",
     ] {
@@ -1019,6 +1023,42 @@ fn daemonset_settings() {
     assert_eq!(args[0], "agent");
     assert!(args.contains(&"--web.listen-address=:9977"), "{args:?}");
     assert_agent_flags_exist("daemonset", &args);
+}
+
+/// `--netns all`: hostPID and hostNetwork, only SYS_ADMIN and SYS_PTRACE
+/// added to an otherwise dropped set, a read-only root.
+#[test]
+#[ignore = "needs python3 with PyYAML: ./scripts/test installs it"]
+fn daemonset_netns_all_settings() {
+    let docs = yaml_docs(&path("deploy/kubernetes/daemonset-netns-all.yaml"));
+    let sa = kind(&docs, "ServiceAccount");
+    let ds = kind(&docs, "DaemonSet");
+    assert_eq!(ds["metadata"]["namespace"], "monitoring");
+    let pod = &ds["spec"]["template"]["spec"];
+    assert_eq!(pod["hostNetwork"], true);
+    assert_eq!(pod["hostPID"], true);
+    assert_eq!(pod["serviceAccountName"], sa["metadata"]["name"]);
+    assert_eq!(
+        pod["securityContext"]["seccompProfile"]["type"],
+        "RuntimeDefault"
+    );
+    let c = container(pod, "sockscope");
+    let sc = &c["securityContext"];
+    assert_eq!(sc["capabilities"]["drop"], serde_json::json!(["ALL"]));
+    assert_eq!(
+        sc["capabilities"]["add"],
+        serde_json::json!(["SYS_ADMIN", "SYS_PTRACE"])
+    );
+    assert_eq!(sc["readOnlyRootFilesystem"], true);
+    assert_eq!(sc["allowPrivilegeEscalation"], false);
+    assert_eq!(sc["privileged"], false);
+    let args: Vec<&str> = arr(&c["args"], "args")
+        .iter()
+        .map(|a| s(a, "arg"))
+        .collect();
+    assert_eq!(args[0], "agent");
+    assert!(args.contains(&"--netns=all"), "{args:?}");
+    assert_agent_flags_exist("daemonset-netns-all", &args);
 }
 
 #[test]
@@ -1172,6 +1212,7 @@ fn podmonitor_core_fields() {
     // It selects the pods of both workloads, on their `metrics` port.
     for (file, k) in [
         ("deploy/kubernetes/daemonset.yaml", "DaemonSet"),
+        ("deploy/kubernetes/daemonset-netns-all.yaml", "DaemonSet"),
         ("deploy/kubernetes/sidecar.yaml", "Deployment"),
     ] {
         let docs = yaml_docs(&path(file));

@@ -35,7 +35,7 @@ fn refused_target() -> Target {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_clock_for_polls_and_scrapes() {
     let lp = PollLoop::new(
-        fixture_poller(),
+        Sampler::Own(Box::new(fixture_poller())),
         vec![Scraper::new(refused_target())],
         Duration::from_millis(50),
         Duration::from_secs(2),
@@ -56,8 +56,10 @@ async fn one_clock_for_polls_and_scrapes() {
                 .unwrap();
         }
         let r = rx.borrow_and_update().clone();
-        assert!(r.sample.timestamp > last_ts, "tick {n}: a new poll");
-        last_ts = r.sample.timestamp;
+        assert_eq!(r.namespaces.len(), 1);
+        let sample = &r.namespaces[0].sample;
+        assert!(sample.timestamp > last_ts, "tick {n}: a new poll");
+        last_ts = sample.timestamp;
         assert_eq!(r.nginx.len(), 1);
         assert_eq!(r.nginx[0].status, None);
         assert_eq!(

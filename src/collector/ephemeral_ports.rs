@@ -256,13 +256,7 @@ pub fn report(
 ) -> EphemeralReport {
     let listening_in_range = listening.count_in(model.range.0, model.range.1);
     let base = model.limit.saturating_sub(listening_in_range);
-    let ratio = |avail: u64| {
-        if model.limit == 0 {
-            1.0
-        } else {
-            (model.limit - avail.min(model.limit)) as f64 / model.limit as f64
-        }
-    };
+    let ratio = |avail: u64| usage_ratio(model.limit, avail);
     let mut pools: Vec<(PoolKey, PoolCounts, u64)> = ports
         .pools
         .iter()
@@ -310,6 +304,58 @@ pub fn report(
         pools: rows,
         pools_total,
         usage_ratio_max,
+    }
+}
+
+/// `--ephemeral.top-destinations` across namespaces: keeps the `top`
+/// pools with the least headroom of all `reports` together and sums each
+/// namespace's other pools into its own `other` row (the least `available`
+/// among them). At most `top` + namespaces rows remain.
+pub fn cap_across(reports: &mut [&mut EphemeralReport], top: usize) {
+    let mut ranked: Vec<(u64, usize, usize)> = Vec::new();
+    for (r, rep) in reports.iter().enumerate() {
+        for (i, p) in rep.pools.iter().enumerate() {
+            if p.local_ip != OTHER {
+                ranked.push((p.available, r, i));
+            }
+        }
+    }
+    if ranked.len() <= top {
+        return;
+    }
+    ranked.sort();
+    let keep: std::collections::HashSet<(usize, usize)> =
+        ranked[..top].iter().map(|&(_, r, i)| (r, i)).collect();
+    for (r, rep) in reports.iter_mut().enumerate() {
+        let limit = rep.limit;
+        let mut other: Option<Pool> = None;
+        let old = std::mem::take(&mut rep.pools);
+        for (i, p) in old.into_iter().enumerate() {
+            if p.local_ip != OTHER && keep.contains(&(r, i)) {
+                rep.pools.push(p);
+                continue;
+            }
+            let o = other.get_or_insert(Pool {
+                local_ip: OTHER.into(),
+                destination: OTHER.into(),
+                counts: PoolCounts::default(),
+                available: u64::MAX,
+                usage_ratio: 0.0,
+            });
+            o.counts.add(&p.counts);
+            o.available = o.available.min(p.available);
+            o.usage_ratio = usage_ratio(limit, o.available);
+        }
+        rep.pools.extend(other);
+    }
+}
+
+/// (limit − available) / limit; 1 when there is no port at all.
+fn usage_ratio(limit: u64, available: u64) -> f64 {
+    if limit == 0 {
+        1.0
+    } else {
+        (limit - available.min(limit)) as f64 / limit as f64
     }
 }
 

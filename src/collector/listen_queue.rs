@@ -364,24 +364,83 @@ pub fn table(
     for proto in [Proto::Tcp, Proto::Unix] {
         let mut other: Option<Listener> = None;
         for r in rest.iter().filter(|r| r.proto == proto) {
-            let o = other.get_or_insert(Listener {
-                proto,
-                listener: ListenerKey::Other,
-                length: 0,
-                limit: Some(0),
-                connecting: 0,
-                connected: 0,
-                sockets: 0,
-            });
-            o.length += r.length;
-            o.limit = o.limit.zip(r.limit).map(|(a, b)| a + b);
-            o.connecting += r.connecting;
-            o.connected += r.connected;
-            o.sockets += r.sockets;
+            other.get_or_insert(Listener::other(proto)).absorb(r);
         }
         rows.extend(other);
     }
     rows
+}
+
+impl Listener {
+    /// An empty `listener="other"` row.
+    fn other(proto: Proto) -> Listener {
+        Listener {
+            proto,
+            listener: ListenerKey::Other,
+            length: 0,
+            limit: Some(0),
+            connecting: 0,
+            connected: 0,
+            sockets: 0,
+        }
+    }
+
+    /// Adds `r` into this aggregate row (a limit only while every row has
+    /// one).
+    fn absorb(&mut self, r: &Listener) {
+        self.length += r.length;
+        self.limit = self.limit.zip(r.limit).map(|(a, b)| a + b);
+        self.connecting += r.connecting;
+        self.connected += r.connected;
+        self.sockets += r.sockets;
+    }
+}
+
+/// `--listen.max-listeners` across namespaces: keeps the `max` fullest
+/// rows of all `tables` together (by fill; length / 4096 without a limit)
+/// and sums each namespace's other rows into its own `listener="other"`
+/// row per protocol. At most `max` + 2 × namespaces rows remain.
+pub fn cap_across(tables: &mut [&mut Vec<ListenerSample>], max: usize) {
+    let key = |l: &Listener| l.fill().unwrap_or(l.length as f64 / 4096.0);
+    let mut ranked: Vec<(f64, usize, usize)> = Vec::new();
+    for (t, rows) in tables.iter().enumerate() {
+        for (i, r) in rows.iter().enumerate() {
+            if r.listener.listener != ListenerKey::Other {
+                ranked.push((key(&r.listener), t, i));
+            }
+        }
+    }
+    if ranked.len() <= max {
+        return;
+    }
+    ranked.sort_by(|a, b| b.0.total_cmp(&a.0).then((a.1, a.2).cmp(&(b.1, b.2))));
+    let mut keep = std::collections::HashSet::new();
+    keep.extend(ranked[..max].iter().map(|&(_, t, i)| (t, i)));
+    for (t, rows) in tables.iter_mut().enumerate() {
+        let old = std::mem::take(*rows);
+        let mut others: Vec<ListenerSample> = Vec::new();
+        for (i, r) in old.into_iter().enumerate() {
+            let aggregate = r.listener.listener == ListenerKey::Other;
+            if !aggregate && keep.contains(&(t, i)) {
+                rows.push(r);
+                continue;
+            }
+            let proto = r.listener.proto;
+            let o = match others.iter_mut().position(|o| o.listener.proto == proto) {
+                Some(at) => &mut others[at],
+                None => {
+                    others.push(ListenerSample {
+                        listener: Listener::other(proto),
+                        full_seconds_total: 0.0,
+                    });
+                    others.last_mut().expect("just pushed")
+                }
+            };
+            o.listener.absorb(&r.listener);
+            o.full_seconds_total += r.full_seconds_total;
+        }
+        rows.extend(others);
+    }
 }
 
 /// A listener row plus its accumulated full time.

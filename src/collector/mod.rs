@@ -8,6 +8,7 @@ pub mod counters;
 pub mod ephemeral_ports;
 pub mod health;
 pub mod listen_queue;
+pub mod netns;
 pub mod nginx;
 pub mod sysctls;
 pub mod tcp_states;

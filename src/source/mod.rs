@@ -7,6 +7,7 @@ pub mod counters;
 pub mod error;
 pub mod id;
 pub mod kernel;
+pub mod netns;
 pub mod procfs;
 pub mod sock_diag;
 pub mod stub_status;
@@ -33,22 +34,44 @@ impl ReadStats {
     }
 }
 
-/// The `--path.procfs` root that every `/proc` reader joins.
+/// The `--path.procfs` root that every `/proc` reader joins, and where its
+/// `net/` directory is: `root/net` for the process's own namespace (the
+/// `/proc/net` → `self/net` link), `root/thread-self/net` for a thread that
+/// entered another network namespace with `setns(2)` (`/proc/self/net` is
+/// the thread group leader's).
 #[derive(Debug, Clone)]
-pub struct ProcRoot(PathBuf);
+pub struct ProcRoot {
+    root: PathBuf,
+    net: PathBuf,
+}
 
 impl ProcRoot {
     pub fn new(root: impl Into<PathBuf>) -> Self {
-        ProcRoot(root.into())
+        let root = root.into();
+        let net = root.join("net");
+        ProcRoot { root, net }
     }
 
-    /// `root/rel`, e.g. `net/tcp` → `/proc/net/tcp`.
+    /// The view of the calling thread's network namespace:
+    /// `root/thread-self/net` (and `root/sys/net`, which follows the
+    /// reading thread's namespace).
+    pub fn thread_namespace(root: impl Into<PathBuf>) -> Self {
+        let root = root.into();
+        let net = root.join("thread-self/net");
+        ProcRoot { root, net }
+    }
+
+    /// `root/rel`, e.g. `sys/net/core/somaxconn`; `net/…` is under the
+    /// namespace's `net/` directory (`net/tcp` → `/proc/net/tcp`).
     pub fn join(&self, rel: &str) -> PathBuf {
-        self.0.join(rel)
+        match rel.strip_prefix("net/") {
+            Some(rest) => self.net.join(rest),
+            None => self.root.join(rel),
+        }
     }
 
     pub fn path(&self) -> &Path {
-        &self.0
+        &self.root
     }
 
     /// Opens `root/rel` for buffered reading.

@@ -7,7 +7,7 @@
 //! walks a receive buffer and turns each message into a
 //! [`TcpSocket`]/[`UnixSocket`] (pure functions, tested on byte arrays).
 //! Sockets are streamed to a visitor as they arrive: the dump is never held
-//! in memory (one 64 KiB receive buffer, reused).
+//! in memory (one 64 KiB receive buffer per thread, reused).
 
 use std::ffi::CStr;
 use std::io;
@@ -324,7 +324,6 @@ pub const DUMP_TIMEOUT: Duration = Duration::from_secs(5);
 /// thread is in later.
 pub struct SockDiag {
     socket: Socket,
-    buf: Vec<u8>,
     seq: u32,
     any_family: bool,
     timeout: Duration,
@@ -353,7 +352,6 @@ impl SockDiag {
             .map_err(nl("setsockopt(SO_RCVTIMEO)"))?;
         let mut sd = SockDiag {
             socket,
-            buf: vec![0; RECV_BUF],
             seq: 0,
             any_family: false,
             timeout,
@@ -524,44 +522,56 @@ impl SockDiag {
             after: self.timeout,
         };
         let mut stats = ReadStats::default();
-        loop {
-            if Instant::now() >= deadline {
-                return Err(timeout);
-            }
-            let n = {
-                let mut slice = &mut self.buf[..];
-                match self.socket.recv(&mut slice, 0) {
-                    Ok(n) => n,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Err(timeout),
-                    Err(source) => return Err(SourceError::Netlink { op: "recv", source }),
+        RECV.with_borrow_mut(|buf| {
+            loop {
+                if buf.is_empty() {
+                    buf.resize(RECV_BUF, 0);
                 }
-            };
-            let n = n.min(self.buf.len());
-            let mut end = None;
-            let framed = walk_frames(&self.buf[..n], seq, |frame| match frame {
-                Frame::Socket(p) => on_socket(p, &mut stats),
-                Frame::Done(code) | Frame::Error(code) => end = Some(code),
-                Frame::Other => {}
-            });
-            if let Err(e) = framed {
-                // The rest of this datagram cannot be framed; the next
-                // datagram starts on a fresh header.
-                stats.parse_errors += 1;
-                tracing::debug!(error = %e, "malformed netlink frame");
-            }
-            match end {
-                Some(0) => return Ok(stats),
-                Some(code) => {
-                    return Err(SourceError::Kernel {
-                        request,
-                        errno: -code,
-                    });
+                if Instant::now() >= deadline {
+                    return Err(timeout);
                 }
-                None => {}
+                let n = {
+                    let mut slice = &mut buf[..];
+                    match self.socket.recv(&mut slice, 0) {
+                        Ok(n) => n,
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Err(timeout),
+                        Err(source) => return Err(SourceError::Netlink { op: "recv", source }),
+                    }
+                };
+                let n = n.min(buf.len());
+                let mut end = None;
+                let framed = walk_frames(&buf[..n], seq, |frame| match frame {
+                    Frame::Socket(p) => on_socket(p, &mut stats),
+                    Frame::Done(code) | Frame::Error(code) => end = Some(code),
+                    Frame::Other => {}
+                });
+                if let Err(e) = framed {
+                    // The rest of this datagram cannot be framed; the next
+                    // datagram starts on a fresh header.
+                    stats.parse_errors += 1;
+                    tracing::debug!(error = %e, "malformed netlink frame");
+                }
+                match end {
+                    Some(0) => return Ok(stats),
+                    Some(code) => {
+                        return Err(SourceError::Kernel {
+                            request,
+                            errno: -code,
+                        });
+                    }
+                    None => {}
+                }
             }
-        }
+        })
     }
+}
+
+thread_local! {
+    /// One receive buffer per thread, shared by every [`SockDiag`] it
+    /// uses: a thread that polls many network namespaces in turn holds one
+    /// 64 KiB buffer, not one per namespace.
+    static RECV: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 #[cfg(test)]

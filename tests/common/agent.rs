@@ -2,6 +2,7 @@
 //! network-namespace tests ([`Agent::spawn`]) or on an OS-chosen port with
 //! a JSON log ([`Agent::start`]).
 
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -60,7 +61,32 @@ impl Agent {
         extra: &[&str],
         prepare: impl FnOnce(&mut Command),
     ) -> Agent {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_sockscope"));
+        Agent::launch_via(None, listen, log_flags, extra, prepare)
+    }
+
+    /// [`Agent::spawn`] run through `program ARGS… sockscope …`: a program
+    /// that execs its arguments (e.g. `setpriv … --`), so the PID stays the
+    /// agent's.
+    pub fn spawn_via(program: &Path, args: &[&str], extra: &[&str]) -> Agent {
+        Agent::launch_via(Some((program, args)), AGENT_ADDR, &[], extra, |_| {})
+    }
+
+    fn launch_via(
+        via: Option<(&Path, &[&str])>,
+        listen: &str,
+        log_flags: &[&str],
+        extra: &[&str],
+        prepare: impl FnOnce(&mut Command),
+    ) -> Agent {
+        let bin = env!("CARGO_BIN_EXE_sockscope");
+        let mut cmd = match via {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(bin);
+                c
+            }
+            None => Command::new(bin),
+        };
         cmd.args(["agent", "--web.listen-address", listen])
             .args(log_flags)
             .args(["--poll.interval", "100ms"])
@@ -72,6 +98,11 @@ impl Agent {
             proc,
             addr: listen.to_owned(),
         }
+    }
+
+    /// Its PID.
+    pub fn pid(&self) -> u32 {
+        self.proc.child.id()
     }
 
     /// The agent's log so far.

@@ -18,6 +18,12 @@ pub const IN_NETNS: &str = "SOCKSCOPE_IN_NETNS";
 /// tests that call this are `#[ignore]`d for needing root), asserts the child ran
 /// that one test and passed, and echoes its output. Inside, it runs `body`.
 pub fn run_in_netns(test_name: &str, body: impl FnOnce()) {
+    run_unshared(test_name, &["-n"], body)
+}
+
+/// [`run_in_netns`] with other `unshare` flags, e.g. `-n -m -p -f
+/// --mount-proc` for a world whose `/proc` lists only its own processes.
+pub fn run_unshared(test_name: &str, unshare_flags: &[&str], body: impl FnOnce()) {
     if std::env::var_os(IN_NETNS).is_some() {
         body();
         return;
@@ -26,7 +32,8 @@ pub fn run_in_netns(test_name: &str, body: impl FnOnce()) {
     let exe = std::env::current_exe().expect("current_exe");
     let started = Instant::now();
     let out = Command::new("unshare")
-        .args(["-n", "--"])
+        .args(unshare_flags)
+        .arg("--")
         .arg(&exe)
         .args([
             test_name,

@@ -111,12 +111,18 @@ impl Scraper {
     /// Re-scrapes (bounded: 5 s) until every figure of the sample was
     /// taken after `t`: the agent's `sockscope_census_timestamp_seconds`
     /// (socket counts, ephemeral ports; listener queues are read on every
-    /// poll, so they are at least as new) is newer than `t`.
+    /// poll, so they are at least as new) is newer than `t` — every
+    /// namespace's, with `--netns all`.
     pub fn scrape_after(&mut self, t: f64) -> Metrics {
         let start = Instant::now();
         loop {
             let m = self.scrape();
-            let last = m.value("sockscope_census_timestamp_seconds", &[]);
+            let last = m
+                .all("sockscope_census_timestamp_seconds")
+                .iter()
+                .map(|s| s.value)
+                .reduce(f64::min)
+                .unwrap_or(0.0);
             if last > t {
                 return m;
             }

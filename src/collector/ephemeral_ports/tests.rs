@@ -241,3 +241,43 @@ fn encoded_families() {
         "the pool label is local_ip: {text}"
     );
 }
+
+/// The top-N holds across namespaces: the pools with the least headroom
+/// of all reports are kept, each namespace's rest summed into `other`.
+#[test]
+fn cap_across_namespaces() {
+    let mut full = time_wait_pool(40000..40090); // 10 left
+    let m = PortModel::new(&sysctls((40000, 40099), 0));
+    let l = PortSet::default();
+    let mut e = EphemeralPorts::default();
+    for (i, dst) in ["10.0.0.1:80", "10.0.0.2:80", "10.0.0.3:80"]
+        .iter()
+        .enumerate()
+    {
+        for p in 0..=i as u16 {
+            e.observe(
+                &m,
+                &l,
+                &sock(
+                    TcpState::Established,
+                    &format!("10.0.0.9:{}", 40000 + p),
+                    dst,
+                    None,
+                ),
+            );
+        }
+    }
+    let mut light = report(&m, &l, &e, 20);
+    cap_across(&mut [&mut full, &mut light], 2);
+    assert_eq!(full.pools.len(), 1, "the fullest pool is kept");
+    assert_eq!(full.pools[0].available, 10);
+    assert_eq!(light.pools.len(), 2, "one kept, the rest in other");
+    assert_eq!(light.pools[0].destination, "10.0.0.3:80");
+    let other = &light.pools[1];
+    assert_eq!(
+        (other.local_ip.as_str(), other.destination.as_str()),
+        (OTHER, OTHER)
+    );
+    assert_eq!(other.counts.established, 1 + 2);
+    assert_eq!(other.available, 100 - 2, "the least headroom among them");
+}

@@ -159,3 +159,45 @@ fn full_time_and_encoded_families() {
     assert!(!text.contains("sockscope_listen_queue_limit"), "{text}");
     assert!(!text.contains("sockscope_listen_queue_full_seconds_total"));
 }
+
+/// The cap holds across namespaces: the fullest rows of all tables are
+/// kept, each namespace's rest summed into its own `other` row.
+#[test]
+fn cap_across_namespaces() {
+    let table_of = |ports: std::ops::Range<u16>, queued: u32| {
+        let mut t = TcpListeners::default();
+        for p in ports {
+            t.observe(&tcp(
+                TcpState::Listen,
+                &format!("127.0.0.1:{p}"),
+                queued,
+                Some(10),
+            ));
+        }
+        FullTime::default().accumulate(
+            table(&t, &UnixListeners::default(), 4096, 100),
+            Instant::now(),
+        )
+    };
+    let mut a = table_of(1..6, 9); // five 90 % full
+    let mut b = table_of(1..6, 1); // five 10 % full
+    cap_across(&mut [&mut a, &mut b], 6);
+    assert_eq!(a.len(), 5, "a's rows are the fullest: all kept");
+    assert!(a.iter().all(|r| r.listener.listener != ListenerKey::Other));
+    let b_kept: Vec<_> = b
+        .iter()
+        .filter(|r| r.listener.listener != ListenerKey::Other)
+        .collect();
+    assert_eq!(b_kept.len(), 1);
+    let other = b
+        .iter()
+        .find(|r| r.listener.listener == ListenerKey::Other)
+        .unwrap();
+    assert_eq!((other.listener.length, other.listener.sockets), (4, 4));
+    assert_eq!(other.listener.limit, Some(40));
+    // Under the cap nothing changes.
+    let mut c = table_of(1..3, 1);
+    let before = c.clone();
+    cap_across(&mut [&mut c], 6);
+    assert_eq!(c, before);
+}

@@ -1,0 +1,406 @@
+//! `--netns all`: one agent, started in the parent namespace, reports
+//! every network namespace apart, figure by figure equal to `nsenter -t
+//! PID -n ss …` read at the same moment.
+//!
+//! The world is private: the test re-runs itself under `unshare -n -m -p
+//! -f --mount-proc`, so `/proc` lists only its processes and `/run/netns`
+//! only its bindings. In it: three namespaces made by `unshare -n -u`
+//! (tests/netns_child.py: each its own hostname, port range, somaxconn, a
+//! listener that never accepts, TIME_WAIT sockets, and the same abstract
+//! UNIX listener name with a different queue), one of them in a
+//! kubelet-style cgroup, and one `ip netns add` namespace with no process.
+//! Then churn (namespaces created and destroyed while the agent runs), and
+//! the agent without privileges.
+//!
+//! Needs root, iproute2 (`ss`, `ip`, `nsenter`), python3 and the cgroup v1
+//! `pids` hierarchy: marked `#[ignore]`, run by `./scripts/test`.
+
+mod common;
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::agent::start_agent;
+use common::metrics::Metrics;
+use common::netns::run_unshared;
+use common::prereq;
+use common::process::{fd_numbers, run_ok};
+use common::scrape::{Scraper, measure};
+use common::wait::wait_for;
+
+const PRIVATE_WORLD: &[&str] = &["-n", "-m", "-p", "-f", "--mount-proc"];
+const POD_UID: &str = "3f1c2d4e-5a6b-7c8d-9e0f-112233445566";
+const ABSTRACT: &str = "@sockscope-netns-test";
+
+/// One child namespace (tests/netns_child.py), stopped on drop.
+struct ChildNs {
+    k: u64,
+    child: Child,
+    pid: u32,
+    inode: String,
+}
+
+impl ChildNs {
+    fn start(k: u64, dir: &Path) -> ChildNs {
+        let ready = dir.join(format!("ready-{k}"));
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/netns_child.py");
+        let python = prereq::python_with(&["socket"]);
+        let mut child = prereq::command("unshare")
+            .args(["-n", "-u", "--"])
+            .arg(python)
+            .arg(script)
+            .arg(k.to_string())
+            .arg(&ready)
+            .stdin(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawning unshare … netns_child.py: {e}"));
+        wait_for(
+            &format!("namespace {k} ready"),
+            Duration::from_secs(30),
+            || {
+                if let Some(st) = child.try_wait().unwrap() {
+                    panic!("netns_child.py {k} exited: {st}");
+                }
+                std::fs::read_to_string(&ready).map_err(|e| e.to_string())
+            },
+        );
+        let pid = child.id();
+        let inode = ns_inode(&format!("/proc/{pid}/ns/net"));
+        ChildNs {
+            k,
+            child,
+            pid,
+            inode,
+        }
+    }
+
+    /// `ss ARGS` inside this namespace.
+    fn ss(&self, args: &[&str]) -> String {
+        let pid = self.pid.to_string();
+        let mut all = vec!["-t", pid.as_str(), "-n", "ss"];
+        all.extend(args);
+        run_ok(prereq::tool("nsenter").to_str().unwrap(), &all)
+    }
+}
+
+impl Drop for ChildNs {
+    fn drop(&mut self) {
+        drop(self.child.stdin.take());
+        let _ = self.child.wait();
+    }
+}
+
+/// The inode of a namespace file: `/proc/PID/ns/net` (followed) or a
+/// `/run/netns` binding.
+fn ns_inode(path: &str) -> String {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path)
+        .unwrap_or_else(|e| panic!("stat {path}: {e}"))
+        .ino()
+        .to_string()
+}
+
+/// A kubelet cgroupfs-layout cgroup (`/kubepods/besteffort/pod<uid>/`) in
+/// the v1 `pids` hierarchy holding one process; removed on drop.
+struct PodCgroup {
+    dirs: Vec<PathBuf>,
+    pid: u32,
+}
+
+impl PodCgroup {
+    fn place(pid: u32) -> PodCgroup {
+        let root = Path::new("/sys/fs/cgroup/pids");
+        assert!(
+            root.join("cgroup.procs").exists(),
+            "prerequisite missing: the cgroup v1 pids hierarchy at {}",
+            root.display()
+        );
+        let mut dirs = Vec::new();
+        let mut dir = root.to_owned();
+        for part in ["kubepods", "besteffort", &format!("pod{POD_UID}")] {
+            dir = dir.join(part);
+            if !dir.exists() {
+                std::fs::create_dir(&dir)
+                    .unwrap_or_else(|e| panic!("mkdir {}: {e}", dir.display()));
+                dirs.push(dir.clone());
+            }
+        }
+        std::fs::write(dir.join("cgroup.procs"), pid.to_string()).unwrap();
+        PodCgroup { dirs, pid }
+    }
+}
+
+impl Drop for PodCgroup {
+    fn drop(&mut self) {
+        let _ = std::fs::write("/sys/fs/cgroup/pids/cgroup.procs", self.pid.to_string());
+        for d in self.dirs.iter().rev() {
+            let _ = std::fs::remove_dir(d);
+        }
+    }
+}
+
+/// The figures compared for one namespace: agent and `ss` alike.
+#[derive(Debug, PartialEq)]
+struct Figures {
+    time_wait: u64,
+    established: u64,
+    listen_queue: (u64, u64),
+    unix_queue: (u64, u64),
+}
+
+fn ss_figures(ns: &ChildNs) -> Figures {
+    let count = |state: &str| ns.ss(&["-Htan", "state", state]).lines().count() as u64;
+    let queue = |out: String| -> (u64, u64) {
+        let f: Vec<&str> = out
+            .lines()
+            .next()
+            .unwrap_or("")
+            .split_whitespace()
+            .collect();
+        // ss -Hltn: State Recv-Q Send-Q …; ss -Hxl: Netid State Recv-Q Send-Q …
+        let at = if f.first() == Some(&"u_str") { 2 } else { 1 };
+        (f[at].parse().unwrap(), f[at + 1].parse().unwrap())
+    };
+    let unix = ns
+        .ss(&["-Hxl"])
+        .lines()
+        .filter(|l| l.contains(ABSTRACT))
+        .collect::<Vec<_>>()
+        .join("\n");
+    Figures {
+        time_wait: count("time-wait"),
+        established: count("established"),
+        listen_queue: queue(ns.ss(&["-Hltn", "sport", "=", ":8080"])),
+        unix_queue: queue(unix),
+    }
+}
+
+fn agent_figures(m: &Metrics, netns: &str) -> Figures {
+    let tcp = |state| {
+        m.value(
+            "sockscope_tcp_sockets",
+            &[("netns", netns), ("family", "ipv4"), ("state", state)],
+        ) as u64
+    };
+    let queue = |proto, listener| {
+        let l = [("netns", netns), ("proto", proto), ("listener", listener)];
+        (
+            m.value("sockscope_listen_queue_length", &l) as u64,
+            m.value("sockscope_listen_queue_limit", &l) as u64,
+        )
+    };
+    Figures {
+        time_wait: tcp("time_wait"),
+        established: tcp("established"),
+        listen_queue: queue("tcp", "127.0.0.1:8080"),
+        unix_queue: queue("unix", ABSTRACT),
+    }
+}
+
+fn info<'a>(m: &'a Metrics, netns: &str) -> &'a std::collections::BTreeMap<String, String> {
+    let rows = m.matching("sockscope_netns_info", &[("netns", netns)]);
+    assert_eq!(rows.len(), 1, "one sockscope_netns_info for {netns}");
+    &rows[0].labels
+}
+
+#[test]
+#[ignore = "needs root (unshare -n -p), iproute2, python3 and cgroup v1 pids: ./scripts/test runs it"]
+fn netns_all_reports_every_namespace_apart() {
+    run_unshared(
+        "netns_all_reports_every_namespace_apart",
+        PRIVATE_WORLD,
+        || {
+            run_ok("ip", &["link", "set", "lo", "up"]);
+            let dir = tempfile::tempdir().unwrap();
+            let kids: Vec<ChildNs> = (0..3).map(|k| ChildNs::start(k, dir.path())).collect();
+            let _pod = PodCgroup::place(kids[0].pid);
+            // The binding's file lives in the shared /run; remove a leftover.
+            let _ = Command::new(prereq::tool("ip"))
+                .args(["netns", "del", "sockscope-empty"])
+                .output();
+            run_ok("ip", &["netns", "add", "sockscope-empty"]);
+            let empty = ns_inode("/run/netns/sockscope-empty");
+            let own = ns_inode("/proc/self/ns/net");
+
+            let (mut agent, mut scraper) =
+                start_agent(&["--netns", "all", "--census.cpu-budget-ratio", "1"]);
+            let (truth, m) = measure(&mut scraper, || {
+                kids.iter().map(ss_figures).collect::<Vec<_>>()
+            });
+            for (ns, want) in kids.iter().zip(&truth) {
+                let k = ns.k;
+                assert_eq!(want.time_wait, 10 * (k + 1), "ss in namespace {k}");
+                assert_eq!(want.listen_queue, (k + 2, 8), "ss in namespace {k}");
+                assert_eq!(want.unix_queue, (k + 1, 16), "ss in namespace {k}");
+                assert_eq!(&agent_figures(&m, &ns.inode), want, "namespace {k}");
+                let sysctl = |name| m.value(name, &[("netns", &ns.inode)]);
+                assert_eq!(sysctl("sockscope_sysctl_somaxconn"), (64 + k) as f64);
+                assert_eq!(
+                    sysctl("sockscope_sysctl_ip_local_port_range_first"),
+                    (41000 + 1000 * k) as f64
+                );
+                assert_eq!(sysctl("sockscope_sysctl_tcp_tw_reuse"), 0.0);
+                let pool = [
+                    ("netns", ns.inode.as_str()),
+                    ("local_ip", "127.0.0.1"),
+                    ("destination", "127.0.0.1:9000"),
+                    ("state", "time_wait"),
+                ];
+                assert_eq!(
+                    m.value("sockscope_ephemeral_ports_used", &pool),
+                    want.time_wait as f64,
+                    "namespace {k}'s pool, in its own port range"
+                );
+                let i = info(&m, &ns.inode);
+                assert_eq!(i["hostname"], format!("sockscope-ns{k}"));
+                assert_eq!(i["pid"], ns.pid.to_string());
+                assert_eq!(i["comm"], "python3");
+                let want_uid = if k == 0 { POD_UID } else { "" };
+                assert_eq!(i["pod_uid"], want_uid, "namespace {k}");
+            }
+            // The namespace with no process: reported by its name, with the
+            // defaults of a fresh namespace and no socket.
+            let e = info(&m, &empty);
+            assert_eq!(
+                (e["name"].as_str(), e["pid"].as_str()),
+                ("sockscope-empty", "")
+            );
+            assert_eq!(
+                m.value("sockscope_sysctl_somaxconn", &[("netns", &empty)]),
+                4096.0
+            );
+            assert_eq!(
+                m.value(
+                    "sockscope_tcp_sockets",
+                    &[("netns", &empty), ("family", "ipv4"), ("state", "listen")]
+                ),
+                0.0
+            );
+            // Our own namespace is one among the others.
+            info(&m, &own);
+            assert_eq!(m.value("sockscope_netns_discovered", &[]), 5.0);
+            assert_eq!(m.value("sockscope_netns_over_limit", &[]), 0.0);
+            assert!(
+                m.all("sockscope_tcp_sockets")
+                    .iter()
+                    .all(|s| s.labels.contains_key("netns")),
+                "every per-namespace series carries netns"
+            );
+
+            churn(&mut agent, &mut scraper);
+            drop(kids);
+            run_ok("ip", &["netns", "del", "sockscope-empty"]);
+            agent.assert_running();
+        },
+    );
+}
+
+/// Dozens of short-lived namespaces while the agent runs: each is
+/// reported from a poll after it appears and gone from the poll after it
+/// went; the agent's descriptors and threads come back to their count.
+fn churn(agent: &mut common::agent::Agent, scraper: &mut Scraper) {
+    let pid = agent.pid();
+    let threads = || {
+        std::fs::read_dir(format!("/proc/{pid}/task"))
+            .unwrap()
+            .count()
+    };
+    scraper.scrape_after(common::wait::now_unix());
+    let (fds0, threads0) = (fd_numbers(pid).len(), threads());
+    for i in 0..24 {
+        let name = format!("sockscope-churn-{i}");
+        run_ok("ip", &["netns", "add", &name]);
+        let inode = ns_inode(&format!("/run/netns/{name}"));
+        let m = scraper.scrape_after(common::wait::now_unix());
+        assert_eq!(info(&m, &inode)["name"], name);
+        // A short-lived process namespace, gone before the next poll.
+        let out = Command::new(prereq::tool("unshare"))
+            .args(["-n", "--", "true"])
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        run_ok("ip", &["netns", "del", &name]);
+        let m = scraper.scrape_after(common::wait::now_unix());
+        assert!(
+            m.series
+                .iter()
+                .all(|s| s.labels.get("netns") != Some(&inode)),
+            "no series of the vanished {name} remains"
+        );
+    }
+    let m = scraper.scrape_after(common::wait::now_unix());
+    assert_eq!(m.value("sockscope_netns_discovered", &[]), 5.0);
+    assert_eq!(
+        fd_numbers(pid).len(),
+        fds0,
+        "descriptors back to their count"
+    );
+    assert_eq!(threads(), threads0, "threads back to their count");
+}
+
+/// Without CAP_SYS_ADMIN and CAP_SYS_PTRACE (as nobody, every capability
+/// dropped): one warning at start, the failures counted, its own
+/// namespace still served.
+#[test]
+#[ignore = "needs root (unshare -n -p), iproute2, python3 and setpriv: ./scripts/test runs it"]
+fn netns_all_without_privileges_serves_its_own_namespace() {
+    run_unshared(
+        "netns_all_without_privileges_serves_its_own_namespace",
+        PRIVATE_WORLD,
+        || {
+            run_ok("ip", &["link", "set", "lo", "up"]);
+            let dir = tempfile::tempdir().unwrap();
+            let kid = ChildNs::start(1, dir.path());
+            let own = ns_inode("/proc/self/ns/net");
+            let mut agent = common::agent::Agent::spawn_via(
+                &prereq::tool("setpriv"),
+                &[
+                    "--reuid=65534",
+                    "--regid=65534",
+                    "--clear-groups",
+                    "--inh-caps=-all",
+                    "--bounding-set=-all",
+                    "--",
+                ],
+                &["--netns", "all", "--census.cpu-budget-ratio", "1"],
+            );
+            let mut scraper = Scraper::connect(&mut agent);
+            let m = scraper.scrape_after(common::wait::now_unix());
+            info(&m, &own);
+            assert!(
+                m.get(
+                    "sockscope_tcp_sockets",
+                    &[("netns", &own), ("family", "ipv4"), ("state", "listen")]
+                )
+                .is_some_and(|v| v >= 1.0),
+                "its own namespace (its listener) is served"
+            );
+            assert!(
+                m.matching("sockscope_netns_info", &[("netns", &kid.inode)])
+                    .is_empty(),
+                "another user's namespace is not entered"
+            );
+            let errors: f64 = m
+                .all("sockscope_netns_errors_total")
+                .iter()
+                .map(|s| s.value)
+                .sum();
+            assert!(
+                errors >= 1.0,
+                "the namespaces it could not read are counted"
+            );
+            let log = agent.log();
+            assert_eq!(
+                log.matches("without CAP_SYS_ADMIN and CAP_SYS_PTRACE")
+                    .count(),
+                1,
+                "one warning at start:\n{log}"
+            );
+            agent.assert_running();
+            drop(kid);
+            let _ = writeln!(std::io::stderr(), "errors counted: {errors}");
+        },
+    );
+}
