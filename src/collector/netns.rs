@@ -14,7 +14,7 @@ crate::metric_specs! {
     NETNS_OVER_LIMIT = "sockscope_netns_over_limit", Gauge, [],
         "Namespaces found but not reported: beyond --netns.max-namespaces, the ones with the fewest sockets.";
     NETNS_ERRORS = "sockscope_netns_errors_total", Counter, ["reason"],
-        "Namespaces that could not be read or entered, by reason: eacces (another user's /proc/PID/ns/net without CAP_SYS_PTRACE), eperm (setns without CAP_SYS_ADMIN), other errno names. A process that exits meanwhile is not counted.";
+        "Failed attempts, one per namespace and poll, to read a process's /proc/PID/ns/net or to enter a namespace, by reason: eacces (another user's process without CAP_SYS_PTRACE), eperm (setns without CAP_SYS_ADMIN), other errno names. A process that exits meanwhile is not counted.";
 }
 
 /// What one reported namespace is.
