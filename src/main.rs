@@ -362,6 +362,10 @@ fn run_snapshot(args: SnapshotArgs) -> Result<(), String> {
 fn runtime(workers: usize) -> Result<tokio::runtime::Runtime, String> {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(workers.max(1))
+        // /metrics encodes on the blocking pool: one thread, kept, so the
+        // agent's thread count stays put between scrapes.
+        .max_blocking_threads(1)
+        .thread_keep_alive(Duration::from_secs(3600))
         .enable_all()
         .build()
         .map_err(|e| format!("starting the runtime: {e}"))

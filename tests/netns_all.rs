@@ -302,10 +302,15 @@ fn netns_all_reports_every_namespace_apart() {
 /// went; the agent's descriptors and threads come back to their count.
 fn churn(agent: &mut common::agent::Agent, scraper: &mut Scraper) {
     let pid = agent.pid();
-    let threads = || {
-        std::fs::read_dir(format!("/proc/{pid}/task"))
+    let threads = || -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/task"))
             .unwrap()
-            .count()
+            .flatten()
+            .map(|t| std::fs::read_to_string(t.path().join("comm")).unwrap_or_default())
+            .map(|c| c.trim_end().to_owned())
+            .collect();
+        names.sort();
+        names
     };
     scraper.scrape_after(common::wait::now_unix());
     let (fds0, threads0) = (fd_numbers(pid).len(), threads());
@@ -337,7 +342,12 @@ fn churn(agent: &mut common::agent::Agent, scraper: &mut Scraper) {
         fds0,
         "descriptors back to their count"
     );
-    assert_eq!(threads(), threads0, "threads back to their count");
+    let threads1 = threads();
+    assert_eq!(
+        threads1.len(),
+        threads0.len(),
+        "threads back to their count: {threads0:?} then {threads1:?}"
+    );
 }
 
 /// Without CAP_SYS_ADMIN and CAP_SYS_PTRACE (as nobody, every capability

@@ -108,26 +108,40 @@ impl Scraper {
         Metrics::parse(&text).unwrap_or_else(|e| panic!("unparsable exposition: {e}\n{text}"))
     }
 
-    /// Re-scrapes (bounded: 5 s) until every figure of the sample was
-    /// taken after `t`: the agent's `sockscope_census_timestamp_seconds`
-    /// (socket counts, ephemeral ports; listener queues are read on every
-    /// poll, so they are at least as new) is newer than `t` — every
-    /// namespace's, with `--netns all`.
+    /// Re-scrapes until every figure of the sample was taken after `t`:
+    /// the agent's `sockscope_census_timestamp_seconds` (socket counts,
+    /// ephemeral ports; listener queues are read on every poll, so they are
+    /// at least as new) is newer than `t` — every namespace's, with
+    /// `--netns all`. Bounded by 5 s, or by twice the census interval the
+    /// agent reports plus a second when that is longer (a loaded machine
+    /// makes censuses dearer, and the CPU budget spaces them out), at most
+    /// 30 s.
     pub fn scrape_after(&mut self, t: f64) -> Metrics {
         let start = Instant::now();
         loop {
             let m = self.scrape();
-            let last = m
-                .all("sockscope_census_timestamp_seconds")
-                .iter()
-                .map(|s| s.value)
-                .reduce(f64::min)
-                .unwrap_or(0.0);
+            let min_of = |name| {
+                m.all(name)
+                    .iter()
+                    .map(|s| s.value)
+                    .reduce(f64::min)
+                    .unwrap_or(0.0)
+            };
+            let last = min_of("sockscope_census_timestamp_seconds");
             if last > t {
                 return m;
             }
-            if start.elapsed() > Duration::from_secs(5) {
-                panic!("no agent census newer than {t} within 5 s (latest {last})");
+            let interval = m
+                .all("sockscope_census_interval_seconds")
+                .iter()
+                .map(|s| s.value)
+                .fold(0.0, f64::max);
+            let limit = Duration::from_secs_f64((2.0 * interval + 1.0).clamp(5.0, 30.0));
+            if start.elapsed() > limit {
+                panic!(
+                    "no agent census newer than {t} within {limit:?} (latest {last}, \
+                     census interval {interval} s)"
+                );
             }
             std::thread::sleep(Duration::from_millis(10));
         }
