@@ -184,7 +184,7 @@ struct AgentArgs {
     read_header_timeout: Duration,
     /// Open connections at most; at the cap, the connection that has
     /// waited longest for its request header is closed to make room.
-    #[arg(long = "web.max-connections", default_value_t = 512, value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long = "web.max-connections", default_value_t = 128, value_parser = clap::value_parser!(u32).range(1..))]
     max_connections: u32,
     /// Scrapes served at once; beyond, 503 (0 = no limit).
     #[arg(long = "web.max-requests", default_value_t = 40)]

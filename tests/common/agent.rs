@@ -74,6 +74,11 @@ impl Agent {
         }
     }
 
+    /// The agent's PID.
+    pub fn pid(&self) -> u32 {
+        self.proc.child.id()
+    }
+
     /// The agent's log so far.
     pub fn log(&self) -> String {
         self.proc.log()
