@@ -1,22 +1,28 @@
 //! The HTTP side: `/metrics` (or `--web.telemetry-path`) in the
-//! Prometheus text format 0.0.4, `/healthz` and a landing page, served by
-//! axum until the shutdown future resolves.
+//! Prometheus text format 0.0.4, `/healthz` and a landing page, as an axum
+//! router that [`crate::web::conn::serve`] serves: gzip when the request
+//! accepts it, basic auth when users are configured, at most
+//! `max_requests` scrapes at once (503 beyond).
 //!
 //! Every scrape encodes the latest [`Report`] anew (nothing else is cached:
 //! the poll loop replaces the report). An encoding failure answers 500, so
 //! Prometheus records a failed scrape rather than an empty one.
 
-use std::future::Future;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::State;
+use axum::extract::{Request, State};
 use axum::http::{StatusCode, header};
+use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
-use tokio::sync::watch;
+use tokio::sync::{Semaphore, watch};
+use tower_http::compression::CompressionLayer;
 
 use crate::agent::Report;
+use crate::metrics::Families;
+use crate::web::auth::{self, BasicAuth};
+use crate::web::stats::{Rejected, WebStats};
 
 /// Content type of the Prometheus text format 0.0.4.
 pub const TEXT_FORMAT: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -25,6 +31,18 @@ pub const TEXT_FORMAT: &str = "text/plain; version=0.0.4; charset=utf-8";
 struct AppState {
     latest: watch::Receiver<Arc<Report>>,
     telemetry_path: Arc<str>,
+    stats: Arc<WebStats>,
+}
+
+/// How the router serves: the path, the scrape limit, the users.
+pub struct RouterConfig {
+    pub telemetry_path: String,
+    /// Scrapes served at once (`--web.max-requests`); 0 = no limit.
+    pub max_requests: usize,
+    /// `basic_auth_users` (user → bcrypt hash); empty = no authentication.
+    pub users: std::collections::BTreeMap<String, String>,
+    /// The web server's counters, appended to every scrape.
+    pub stats: Arc<WebStats>,
 }
 
 /// The answer to a scrape: 200 with the exposition, or 500 with the
@@ -45,8 +63,14 @@ pub fn exposition(encoded: Result<String, String>) -> Response {
 
 async fn metrics(State(st): State<AppState>) -> Response {
     let report = st.latest.borrow().clone();
+    let stats = Arc::clone(&st.stats);
     let encoded = tokio::task::spawn_blocking(move || {
-        crate::metrics::encode(&report.families()).map_err(|e| e.to_string())
+        let mut web = Families::new();
+        stats.encode(&mut web);
+        let mut families = report.families();
+        families.extend(web.finish());
+        families.sort_by(|a, b| a.name().cmp(b.name()));
+        crate::metrics::encode(&families).map_err(|e| e.to_string())
     })
     .await
     .unwrap_or_else(|e| Err(format!("encoder task: {e}")));
@@ -67,29 +91,52 @@ async fn healthz() -> impl IntoResponse {
     (StatusCode::OK, "ok\n")
 }
 
-/// Builds the router: `telemetry_path` → the latest report's metrics,
-/// `/healthz`, `/`.
-pub fn router(latest: watch::Receiver<Arc<Report>>, telemetry_path: &str) -> Router {
-    let state = AppState {
-        latest,
-        telemetry_path: telemetry_path.into(),
-    };
-    Router::new()
-        .route(telemetry_path, get(metrics))
-        .route("/healthz", get(healthz))
-        .route("/", get(landing))
-        .with_state(state)
+/// The scrape limit: 503 when `--web.max-requests` scrapes are served.
+struct Limit {
+    slots: Semaphore,
+    stats: Arc<WebStats>,
 }
 
-/// Serves until `shutdown` resolves, then finishes in-flight requests.
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    router: Router,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown)
-        .await
+async fn limit(State(l): State<Arc<Limit>>, req: Request, next: Next) -> Response {
+    match l.slots.try_acquire() {
+        Ok(_permit) => next.run(req).await,
+        Err(_) => {
+            l.stats.rejected(Rejected::MaxRequests);
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "too many scrapes at once (--web.max-requests)\n",
+            )
+                .into_response()
+        }
+    }
+}
+
+/// Builds the router: `telemetry_path` → the latest report's metrics (and
+/// the web server's own), `/healthz`, `/`.
+pub fn router(latest: watch::Receiver<Arc<Report>>, cfg: RouterConfig) -> Router {
+    let state = AppState {
+        latest,
+        telemetry_path: cfg.telemetry_path.as_str().into(),
+        stats: Arc::clone(&cfg.stats),
+    };
+    let mut scrape = get(metrics);
+    if cfg.max_requests > 0 {
+        let l = Arc::new(Limit {
+            slots: Semaphore::new(cfg.max_requests),
+            stats: Arc::clone(&cfg.stats),
+        });
+        scrape = scrape.route_layer(middleware::from_fn_with_state(l, limit));
+    }
+    let mut router = Router::new()
+        .route(&cfg.telemetry_path, scrape)
+        .route("/healthz", get(healthz))
+        .route("/", get(landing))
+        .with_state(state);
+    if !cfg.users.is_empty() {
+        let users = Arc::new(BasicAuth::new(cfg.users, cfg.stats));
+        router = router.layer(middleware::from_fn_with_state(users, auth::require));
+    }
+    router.layer(CompressionLayer::new())
 }
 
 #[cfg(test)]

@@ -18,3 +18,4 @@ pub mod poller;
 pub mod signal;
 pub mod snapshot;
 pub mod source;
+pub mod web;

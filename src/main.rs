@@ -16,10 +16,13 @@ use sockscope::collector::census::CensusPolicy;
 use sockscope::exporter;
 use sockscope::namespaces::NamespacesConfig;
 use sockscope::poller::{Config, Poller, SourceMode};
-use sockscope::signal::shutdown_signal;
+use sockscope::signal::{on_sighup, shutdown_signal};
 use sockscope::source::ProcRoot;
 use sockscope::source::kernel::Kernel;
 use sockscope::source::stub_status::{Scraper, Target};
+use sockscope::web::config::WebConfig;
+use sockscope::web::conn::{Limits, Server};
+use sockscope::web::stats::WebStats;
 use sockscope_lab::proxy::ProxyConfig;
 use sockscope_lab::upstream::Behavior;
 use sockscope_lab::{self as lab, Addr};
@@ -193,7 +196,24 @@ struct AgentArgs {
     /// Path under which metrics are served.
     #[arg(long = "web.telemetry-path", default_value = "/metrics", value_parser = parse_path)]
     telemetry_path: String,
+    /// exporter-toolkit web configuration (YAML) for TLS and basic auth.
+    #[arg(long = "web.config.file")]
+    web_config: Option<PathBuf>,
+    /// Time a connection may take to send a complete request header (from
+    /// its accept, or from its previous response); then it is closed.
+    #[arg(long = "web.read-header-timeout", default_value = "10s", value_parser = parse_interval)]
+    read_header_timeout: Duration,
+    /// Open connections at most; at the cap, the connection that has
+    /// waited longest for its request header is closed to make room.
+    #[arg(long = "web.max-connections", default_value_t = 128, value_parser = clap::value_parser!(u32).range(1..))]
+    max_connections: u32,
+    /// Scrapes served at once; beyond, 503 (0 = no limit).
+    #[arg(long = "web.max-requests", default_value_t = 40)]
+    max_requests: usize,
 }
+
+/// The longest request header (hyper's read buffer): beyond, 431.
+const MAX_HEADER_BYTES: usize = 64 * 1024;
 
 #[derive(Args)]
 struct SnapshotArgs {
@@ -326,6 +346,23 @@ fn run_agent(args: AgentArgs) -> Result<(), String> {
             max_namespaces: args.max_namespaces,
         }),
     };
+    let web = match &args.web_config {
+        Some(file) => WebConfig::load(file).map_err(|e| e.to_string())?,
+        None => WebConfig::default(),
+    };
+    let tls = match &web.tls {
+        Some(t) => {
+            let file = args
+                .web_config
+                .as_deref()
+                .unwrap_or(std::path::Path::new("?"));
+            Some(
+                sockscope::web::tls::acceptor(t)
+                    .map_err(|e| format!("--web.config.file {}: {e}", file.display()))?,
+            )
+        }
+        None => None,
+    };
     let rt = runtime(2)?;
     rt.block_on(async move {
         let listener = bind(&args.listen).await?;
@@ -338,9 +375,33 @@ fn run_agent(args: AgentArgs) -> Result<(), String> {
         let polling = tokio::spawn(running.run(async {
             let _ = stop_rx.await;
         }));
-        tracing::info!(address = %local, path = %args.telemetry_path, interval = ?args.interval, "serving");
-        let router = exporter::router(latest, &args.telemetry_path);
-        let served = exporter::serve(listener, router, shutdown_signal()).await;
+        tracing::info!(address = %local, path = %args.telemetry_path, interval = ?args.interval,
+            tls = tls.is_some(), basic_auth = !web.users.is_empty(), "serving");
+        let stats = std::sync::Arc::new(WebStats::default());
+        let router = exporter::router(
+            latest,
+            exporter::RouterConfig {
+                telemetry_path: args.telemetry_path.clone(),
+                max_requests: args.max_requests,
+                users: web.users,
+                stats: std::sync::Arc::clone(&stats),
+            },
+        );
+        let (acceptor, reloader) = tls.unzip();
+        if let Some(r) = reloader {
+            tokio::spawn(on_sighup(move || r.reload()));
+        }
+        let server = Server {
+            router,
+            tls: acceptor,
+            limits: Limits {
+                read_header_timeout: args.read_header_timeout,
+                max_connections: args.max_connections as usize,
+                max_header_bytes: MAX_HEADER_BYTES,
+            },
+            stats,
+        };
+        let served = sockscope::web::conn::serve(listener, server, shutdown_signal()).await;
         let _ = stop_tx.send(());
         let _ = polling.await;
         served.map_err(|e| format!("serving: {e}"))

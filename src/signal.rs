@@ -16,3 +16,20 @@ pub async fn shutdown_signal() {
     }
     tracing::info!("shutting down");
 }
+
+/// Calls `f` on every SIGHUP (for ever; spawn it). Without a SIGHUP
+/// handler (it cannot be installed) returns at once, with a warning.
+pub async fn on_sighup(f: impl Fn()) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hup = match signal(SignalKind::hangup()) {
+        Ok(h) => h,
+        Err(e) => {
+            tracing::warn!(error = %e, "no SIGHUP handler: certificates reload on file change only");
+            return;
+        }
+    };
+    while hup.recv().await.is_some() {
+        tracing::info!("SIGHUP: re-reading the TLS certificate and key");
+        f();
+    }
+}

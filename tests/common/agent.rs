@@ -100,7 +100,7 @@ impl Agent {
         }
     }
 
-    /// Its PID.
+    /// The agent's PID.
     pub fn pid(&self) -> u32 {
         self.proc.child.id()
     }

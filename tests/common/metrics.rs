@@ -18,7 +18,7 @@ pub struct Series {
 }
 
 /// A parsed exposition (text format 0.0.4).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct Metrics {
     pub text: String,
     pub series: Vec<Series>,

@@ -17,6 +17,7 @@
 #![allow(dead_code)]
 
 pub mod agent;
+pub mod certs;
 pub mod http;
 pub mod load;
 pub mod metrics;

@@ -51,6 +51,8 @@ fn hint(name: &str) -> &'static str {
         "systemd-analyze" => "Debian package systemd",
         "kubernetes-validate" => "pip package kubernetes-validate, in .venv",
         "python3" => "Debian packages python3 and python3-venv",
+        "curl" => "Debian package curl",
+        "openssl" => "Debian package openssl",
         _ => "see scripts/test",
     }
 }

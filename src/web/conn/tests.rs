@@ -1,0 +1,122 @@
+use super::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+#[test]
+fn the_cap_evicts_the_longest_waiting_and_spares_requests() {
+    let t = Tracker::default();
+    let (a, ca) = t.admit(2).unwrap();
+    let (_b, cb) = t.admit(2).unwrap();
+    // a serves a request: not evictable; b waits.
+    ca.request_started();
+    let (_c, _cc) = t.admit(2).unwrap();
+    assert!(cb.lock().evicted, "b waited longest without a request");
+    assert!(!ca.lock().evicted);
+    assert_eq!(t.len(), 2);
+    // c still waits: evicted next. Then a and d serve: the next is refused.
+    let (_d, cd) = t.admit(2).unwrap();
+    cd.request_started();
+    assert!(
+        t.admit(2).is_none(),
+        "every open connection serves a request"
+    );
+    // a's response written: a waits again and is evictable.
+    ca.request_done();
+    assert!(t.admit(2).is_some());
+    assert!(ca.lock().evicted);
+    t.remove(a);
+}
+
+async fn start(limits: Limits) -> (std::net::SocketAddr, Arc<WebStats>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let stats = Arc::new(WebStats::default());
+    let router = Router::new().route("/", axum::routing::get(|| async { "hi" }));
+    let server = Server {
+        router,
+        tls: None,
+        limits,
+        stats: Arc::clone(&stats),
+    };
+    tokio::spawn(serve(listener, server, std::future::pending()));
+    (addr, stats)
+}
+
+/// Reads until EOF (bounded: 5 s); what was read.
+async fn read_to_eof(s: &mut TcpStream) -> String {
+    let mut buf = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut buf))
+        .await
+        .expect("closed within 5 s")
+        .unwrap();
+    String::from_utf8_lossy(&buf).into_owned()
+}
+
+const LIMITS: Limits = Limits {
+    read_header_timeout: Duration::from_millis(300),
+    max_connections: 3,
+    max_header_bytes: 16 * 1024,
+};
+
+#[tokio::test]
+async fn a_stalled_header_is_closed_at_the_timeout_and_a_request_served() {
+    let (addr, stats) = start(LIMITS).await;
+    let mut stalled = TcpStream::connect(addr).await.unwrap();
+    stalled
+        .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let t0 = std::time::Instant::now();
+    assert_eq!(read_to_eof(&mut stalled).await, "");
+    assert!(
+        t0.elapsed() >= Duration::from_millis(250),
+        "{:?}",
+        t0.elapsed()
+    );
+    let mut ok = TcpStream::connect(addr).await.unwrap();
+    ok.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    assert!(read_to_eof(&mut ok).await.starts_with("HTTP/1.1 200"));
+    let text = crate::metrics::encoded(|f| stats.encode(f));
+    assert!(
+        text.contains("sockscope_web_connections_closed_total{reason=\"header_timeout\"} 1\n"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn at_the_cap_the_oldest_stalled_goes_and_large_headers_get_431() {
+    let (addr, stats) = start(LIMITS).await;
+    let mut stalled = Vec::new();
+    for _ in 0..LIMITS.max_connections {
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(b"GET / HTTP/1.1\r\n").await.unwrap();
+        stalled.push(s);
+    }
+    // Wait until the server has them all (bounded).
+    for _ in 0..200 {
+        if stats.open() == LIMITS.max_connections as u64 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let mut ok = TcpStream::connect(addr).await.unwrap();
+    ok.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    assert!(read_to_eof(&mut ok).await.starts_with("HTTP/1.1 200"));
+    assert_eq!(
+        read_to_eof(&mut stalled[0]).await,
+        "",
+        "the oldest was closed"
+    );
+    let mut big = TcpStream::connect(addr).await.unwrap();
+    let header = format!("GET / HTTP/1.1\r\nX-Big: {}\r\n\r\n", "a".repeat(64 * 1024));
+    let _ = big.write_all(header.as_bytes()).await;
+    assert!(read_to_eof(&mut big).await.starts_with("HTTP/1.1 431"));
+    let text = crate::metrics::encoded(|f| stats.encode(f));
+    assert!(
+        !text.contains("sockscope_web_connections_closed_total{reason=\"evicted\"} 0\n"),
+        "{text}"
+    );
+}

@@ -1,0 +1,132 @@
+//! Test certificates made with `openssl` (the Debian package): a CA, a
+//! server certificate for `localhost` and `127.0.0.1` signed by it, a
+//! client certificate signed by it, and a key that matches neither.
+
+use std::path::{Path, PathBuf};
+
+use super::prereq;
+
+/// The files of [`make`], in one directory.
+pub struct Certs {
+    pub dir: PathBuf,
+    pub ca: PathBuf,
+    pub server_crt: PathBuf,
+    pub server_key: PathBuf,
+    pub client_crt: PathBuf,
+    pub client_key: PathBuf,
+    /// A key of no certificate here.
+    pub other_key: PathBuf,
+}
+
+fn openssl(dir: &Path, args: &[&str]) {
+    let out = prereq::command("openssl")
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("spawning openssl: {e}"));
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A leaf key and certificate `name` signed by the CA, with `ext` (an
+/// openssl extension section's lines).
+fn leaf(dir: &Path, name: &str, cn: &str, ext: &str) {
+    let ext_file = format!("{name}.ext");
+    std::fs::write(dir.join(&ext_file), ext).unwrap();
+    openssl(
+        dir,
+        &[
+            "req",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-keyout",
+            &format!("{name}.key"),
+            "-subj",
+            &format!("/CN={cn}"),
+            "-out",
+            &format!("{name}.csr"),
+        ],
+    );
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            &format!("{name}.csr"),
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            &ext_file,
+            "-out",
+            &format!("{name}.crt"),
+        ],
+    );
+}
+
+/// Makes every file in `dir`.
+pub fn make(dir: &Path) -> Certs {
+    openssl(
+        dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.crt",
+            "-subj",
+            "/CN=sockscope test CA",
+            "-days",
+            "2",
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign",
+        ],
+    );
+    leaf(
+        dir,
+        "server",
+        "localhost",
+        "subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n",
+    );
+    leaf(dir, "client", "prometheus", "extendedKeyUsage=clientAuth\n");
+    openssl(
+        dir,
+        &[
+            "genpkey",
+            "-algorithm",
+            "EC",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-out",
+            "other.key",
+        ],
+    );
+    Certs {
+        dir: dir.to_owned(),
+        ca: dir.join("ca.crt"),
+        server_crt: dir.join("server.crt"),
+        server_key: dir.join("server.key"),
+        client_crt: dir.join("client.crt"),
+        client_key: dir.join("client.key"),
+        other_key: dir.join("other.key"),
+    }
+}
