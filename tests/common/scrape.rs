@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use super::agent::Agent;
 use super::http::HttpReader;
 use super::metrics::Metrics;
-use super::wait::now_unix;
+use super::wait::{now_unix, scaled};
 
 /// A minimal HTTP/1.1 client on ONE keep-alive connection to the agent, so
 /// the agent's sockets are a constant: its listener plus one ESTABLISHED
@@ -31,7 +31,7 @@ pub struct Scraper {
 
 impl Scraper {
     /// Connects once the agent listens: refused attempts leave no sockets.
-    /// Bounded by 500 attempts and 10 s.
+    /// Bounded by 10 s ([`scaled`]).
     pub fn connect(agent: &mut Agent) -> Scraper {
         let addr = agent.addr.clone();
         let start = Instant::now();
@@ -42,7 +42,7 @@ impl Scraper {
                 Ok(s) => break s,
                 Err(e) if e.kind() == ErrorKind::ConnectionRefused => {
                     agent.assert_running();
-                    if attempts >= 500 || start.elapsed() > Duration::from_secs(10) {
+                    if start.elapsed() > scaled(Duration::from_secs(10)) {
                         panic!(
                             "the agent did not listen on {addr} after {attempts} attempts\n{}",
                             agent.log()
@@ -108,10 +108,13 @@ impl Scraper {
         Metrics::parse(&text).unwrap_or_else(|e| panic!("unparsable exposition: {e}\n{text}"))
     }
 
-    /// Re-scrapes (bounded: 5 s) until every figure of the sample was
-    /// taken after `t`: the agent's `sockscope_census_timestamp_seconds`
-    /// (socket counts, ephemeral ports; listener queues are read on every
-    /// poll, so they are at least as new) is newer than `t`.
+    /// Re-scrapes until every figure of the sample was taken after `t`:
+    /// the agent's `sockscope_census_timestamp_seconds` (socket counts,
+    /// ephemeral ports; listener queues are read on every poll, so they
+    /// are at least as new) is newer than `t`. Bounded by 5 s plus the
+    /// census interval the agent announces
+    /// (`sockscope_census_interval_seconds`: its census duration over the
+    /// CPU budget, which grows on a slow machine such as an emulated VM).
     pub fn scrape_after(&mut self, t: f64) -> Metrics {
         let start = Instant::now();
         loop {
@@ -120,20 +123,29 @@ impl Scraper {
             if last > t {
                 return m;
             }
-            if start.elapsed() > Duration::from_secs(5) {
-                panic!("no agent census newer than {t} within 5 s (latest {last})");
+            let interval = m
+                .get("sockscope_census_interval_seconds", &[])
+                .unwrap_or(0.0);
+            let bound =
+                scaled(Duration::from_secs(5)) + Duration::from_secs_f64(interval.clamp(0.0, 60.0));
+            if start.elapsed() > bound {
+                panic!(
+                    "no agent census newer than {t} within {bound:?} (latest {last}, census interval {interval} s)"
+                );
             }
             std::thread::sleep(Duration::from_millis(10));
         }
     }
 
-    /// Re-scrapes (bounded by `limit`) until `cond` holds on a scrape.
+    /// Re-scrapes (bounded by `limit`, [`scaled`]) until `cond` holds on a
+    /// scrape.
     pub fn scrape_until(
         &mut self,
         what: &str,
         limit: Duration,
         mut cond: impl FnMut(&Metrics) -> bool,
     ) -> Metrics {
+        let limit = scaled(limit);
         let start = Instant::now();
         loop {
             let m = self.scrape();
