@@ -35,9 +35,21 @@ fn stable(text: &str) -> String {
         + "\n"
 }
 
-/// One scrape of the agent on the fixture tree with `--source procfs`.
+/// One scrape of the agent on the fixture tree with `--source procfs`,
+/// after exactly one poll (the agent polls once before it serves; an hour
+/// to the next): counters such as `sockscope_parse_errors_total` grow per
+/// poll, so a 100 ms interval made the golden depend on the machine's
+/// speed (3 polls before the scrape under an emulated CPU).
 fn fixture_scrape() -> String {
-    Agent::start(&["--path.procfs", FIXTURE, "--source", "procfs"]).scrape()
+    Agent::start(&[
+        "--path.procfs",
+        FIXTURE,
+        "--source",
+        "procfs",
+        "--poll.interval",
+        "1h",
+    ])
+    .scrape()
 }
 
 #[test]

@@ -187,7 +187,13 @@ impl PortSet {
 #[derive(Debug, Default, Clone)]
 pub struct TcpListeners {
     entries: FoldHashMap<SocketAddr, TcpEntry>,
-    /// Listening ports, for the ephemeral-port classification.
+    /// Ports held by `bind()`: listening ports, and the ports of bound
+    /// sockets that neither listen nor connect (inet_diag with
+    /// `TCPF_BOUND_INACTIVE`, kernel ≥ 6.8: state CLOSE, peer port 0),
+    /// which the kernel dumps after the listeners and before the
+    /// established hash. `connect()` skips a port whose bind bucket came
+    /// from `bind()`, toward every destination: the ephemeral-port model
+    /// takes these ports out of every pool.
     pub ports: PortSet,
 }
 
@@ -210,6 +216,8 @@ impl TcpListeners {
                 };
                 e.sockets += 1;
             }
+            // Bound, not listening, not connected (kernel ≥ 6.8).
+            TcpState::Close if s.remote.port() == 0 => self.ports.insert(s.local.port()),
             TcpState::Established if self.ports.contains(s.local.port()) => {
                 if let Some(e) = self.entries.get_mut(&s.local) {
                     e.established += 1;

@@ -46,11 +46,18 @@ pub const TCPDIAG_GETSOCK: u16 = 18;
 /// ext (1 byte each), `struct inet_diag_sockid` (48), states, dbs (4 each).
 const INET_DIAG_REQ_LEN: usize = 60;
 
-/// inet_diag state mask of every TCP state: bits 1..=11, and 12
+/// inet_diag state mask of every TCP state: bits 1..=11, 12
 /// (`TCP_NEW_SYN_RECV`, which the crate's `StateFlags::all()` omits) so
-/// that request sockets are dumped on every kernel; the kernel reports
-/// them as `TCP_SYN_RECV`.
-pub const TCP_ALL_STATES: u32 = 0x1ffe;
+/// that request sockets are dumped on every kernel (the kernel reports
+/// them as `TCP_SYN_RECV`), and 13 ([`TCPF_BOUND_INACTIVE`]).
+pub const TCP_ALL_STATES: u32 = 0x1ffe | TCPF_BOUND_INACTIVE;
+/// `TCPF_BOUND_INACTIVE` (include/net/tcp_states.h, kernel ≥ 6.8): asks
+/// inet_diag for the sockets bound with `bind()` that neither listen nor
+/// connect (the bind hash walk in `inet_diag_dump_icsk()`, after the
+/// listeners and before the established hash), reported with
+/// `idiag_state = TCP_CLOSE` and a zero peer. Older kernels ignore the
+/// bit and never show such sockets (nor does `/proc/net/tcp`).
+pub const TCPF_BOUND_INACTIVE: u32 = 1 << 13;
 /// inet_diag state mask of `TCP_LISTEN` only.
 pub const TCP_LISTEN_ONLY: u32 = 1 << 10;
 /// unix_diag state mask of every socket (`udiag_states`, matched against

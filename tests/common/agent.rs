@@ -26,7 +26,8 @@ pub struct Agent {
 
 impl Agent {
     /// Starts `sockscope agent --web.listen-address 127.0.0.1:9977
-    /// --poll.interval 100ms` plus `extra` flags. It inherits the
+    /// --poll.interval 100ms` (unless `extra` sets `--poll.interval`) plus
+    /// `extra` flags. It inherits the
     /// namespace. Does not wait for it to listen.
     pub fn spawn(extra: &[&str]) -> Agent {
         Agent::launch(AGENT_ADDR, &[], extra, |_| {})
@@ -88,9 +89,11 @@ impl Agent {
             None => Command::new(bin),
         };
         cmd.args(["agent", "--web.listen-address", listen])
-            .args(log_flags)
-            .args(["--poll.interval", "100ms"])
-            .args(extra);
+            .args(log_flags);
+        if !extra.contains(&"--poll.interval") {
+            cmd.args(["--poll.interval", "100ms"]);
+        }
+        cmd.args(extra);
         prepare(&mut cmd);
         let proc = LoggedChild::spawn(&mut cmd, Signal::KILL)
             .unwrap_or_else(|e| panic!("spawning the agent: {e}"));

@@ -169,19 +169,16 @@ pub fn sysctl(key: &str) -> String {
         .to_owned()
 }
 
-/// The usable ephemeral range size as `__inet_hash_connect()` walks it
-/// (even), minus reserved ports inside it.
+/// The ephemeral range size (odd or even: `connect()` reaches every port,
+/// see netns_port_exhaustion_odd_range), minus reserved ports inside it.
 pub fn ephemeral_limit() -> u64 {
     let range = sysctl("net/ipv4/ip_local_port_range");
     let v: Vec<u64> = range
         .split_whitespace()
         .map(|p| p.parse().unwrap())
         .collect();
-    let mut n = v[1] - v[0] + 1;
-    if n > 1 {
-        n &= !1;
-    }
-    let last = v[0] + n - 1;
+    let n = v[1] - v[0] + 1;
+    let last = v[1];
     let reserved = sysctl("net/ipv4/ip_local_reserved_ports");
     let mut r = 0;
     for part in reserved.split(',').filter(|p| !p.is_empty()) {

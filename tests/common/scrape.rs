@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use super::agent::Agent;
 use super::http::HttpReader;
 use super::metrics::Metrics;
-use super::wait::now_unix;
+use super::wait::{now_unix, scaled};
 
 /// A minimal HTTP/1.1 client on ONE keep-alive connection to the agent, so
 /// the agent's sockets are a constant: its listener plus one ESTABLISHED
@@ -31,7 +31,7 @@ pub struct Scraper {
 
 impl Scraper {
     /// Connects once the agent listens: refused attempts leave no sockets.
-    /// Bounded by 500 attempts and 10 s.
+    /// Bounded by 10 s ([`scaled`]).
     pub fn connect(agent: &mut Agent) -> Scraper {
         let addr = agent.addr.clone();
         let start = Instant::now();
@@ -42,7 +42,7 @@ impl Scraper {
                 Ok(s) => break s,
                 Err(e) if e.kind() == ErrorKind::ConnectionRefused => {
                     agent.assert_running();
-                    if attempts >= 500 || start.elapsed() > Duration::from_secs(10) {
+                    if start.elapsed() > scaled(Duration::from_secs(10)) {
                         panic!(
                             "the agent did not listen on {addr} after {attempts} attempts\n{}",
                             agent.log()
@@ -112,10 +112,10 @@ impl Scraper {
     /// the agent's `sockscope_census_timestamp_seconds` (socket counts,
     /// ephemeral ports; listener queues are read on every poll, so they are
     /// at least as new) is newer than `t` — every namespace's, with
-    /// `--netns all`. Bounded by 5 s, or by twice the census interval the
-    /// agent reports plus a second when that is longer (a loaded machine
-    /// makes censuses dearer, and the CPU budget spaces them out), at most
-    /// 30 s.
+    /// `--netns all`. Bounded by 5 s (scaled on a slow machine such as an
+    /// emulated VM) plus twice the longest census interval the agent
+    /// announces (`sockscope_census_interval_seconds`: its census duration
+    /// over the CPU budget, which grows under load), at most 60 s more.
     pub fn scrape_after(&mut self, t: f64) -> Metrics {
         let start = Instant::now();
         loop {
@@ -136,24 +136,26 @@ impl Scraper {
                 .iter()
                 .map(|s| s.value)
                 .fold(0.0, f64::max);
-            let limit = Duration::from_secs_f64((2.0 * interval + 1.0).clamp(5.0, 30.0));
-            if start.elapsed() > limit {
+            let bound = scaled(Duration::from_secs(5))
+                + Duration::from_secs_f64((2.0 * interval).clamp(0.0, 60.0));
+            if start.elapsed() > bound {
                 panic!(
-                    "no agent census newer than {t} within {limit:?} (latest {last}, \
-                     census interval {interval} s)"
+                    "no agent census newer than {t} within {bound:?} (latest {last}, census interval {interval} s)"
                 );
             }
             std::thread::sleep(Duration::from_millis(10));
         }
     }
 
-    /// Re-scrapes (bounded by `limit`) until `cond` holds on a scrape.
+    /// Re-scrapes (bounded by `limit`, [`scaled`]) until `cond` holds on a
+    /// scrape.
     pub fn scrape_until(
         &mut self,
         what: &str,
         limit: Duration,
         mut cond: impl FnMut(&Metrics) -> bool,
     ) -> Metrics {
+        let limit = scaled(limit);
         let start = Instant::now();
         loop {
             let m = self.scrape();

@@ -322,10 +322,6 @@ pub fn assert_sysctls(m: &Metrics) {
             num("net/ipv4/tcp_tw_reuse"),
         ),
         (
-            "sockscope_sysctl_tcp_tw_reuse_delay_seconds",
-            num("net/ipv4/tcp_tw_reuse_delay") / 1000.0,
-        ),
-        (
             "sockscope_sysctl_tcp_timestamps",
             num("net/ipv4/tcp_timestamps"),
         ),
@@ -336,6 +332,15 @@ pub fn assert_sysctls(m: &Metrics) {
     ];
     for (name, v) in want {
         assert_eq!(m.value(name, &[]), v, "{name}");
+    }
+    // net.ipv4.tcp_tw_reuse_delay exists since 6.14: before, the gauge
+    // is absent (not 1 s, not 0).
+    let delay = "sockscope_sysctl_tcp_tw_reuse_delay_seconds";
+    if std::path::Path::new("/proc/sys/net/ipv4/tcp_tw_reuse_delay").exists() {
+        let want = num("net/ipv4/tcp_tw_reuse_delay") / 1000.0;
+        assert_eq!(m.get(delay, &[]), Some(want), "{delay}");
+    } else {
+        assert_eq!(m.get(delay, &[]), None, "{delay} without the sysctl");
     }
 }
 

@@ -11,9 +11,24 @@ pub fn now_unix() -> f64 {
         .as_secs_f64()
 }
 
+/// `d` times `SOCKSCOPE_TEST_TIME_SCALE` (a positive number, default 1):
+/// the bounds of waits on a slow machine. `scripts/vm-run` sets it to 10
+/// under software emulation (TCG), where the same work takes about ten
+/// times as long. Bounds that stand for a kernel time (TIME_WAIT's 60 s,
+/// the reuse delay) are not scaled.
+pub fn scaled(d: Duration) -> Duration {
+    let scale = std::env::var("SOCKSCOPE_TEST_TIME_SCALE")
+        .ok()
+        .and_then(|s| s.parse::<f64>().ok())
+        .filter(|s| s.is_finite() && *s > 0.0)
+        .unwrap_or(1.0);
+    d.mul_f64(scale)
+}
+
 /// Polls `cond` every 10 ms until it returns `Ok`, or panics after
-/// `limit` with `what` and the last `Err` it gave.
+/// `limit` ([`scaled`]) with `what` and the last `Err` it gave.
 pub fn wait_for<T>(what: &str, limit: Duration, mut cond: impl FnMut() -> Result<T, String>) -> T {
+    let limit = scaled(limit);
     let start = Instant::now();
     loop {
         match cond() {

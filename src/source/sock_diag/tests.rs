@@ -338,3 +338,21 @@ fn a_dump_without_end_times_out() {
     let mut n = 0;
     sd.dump_unix(UNIX_LISTEN_ONLY, &mut |_| n += 1).unwrap();
 }
+
+/// The census asks for bound-only sockets (kernel ≥ 6.8; older kernels
+/// ignore the bit), which the kernel reports as TCP_CLOSE with a zero peer.
+#[test]
+fn census_mask_has_bound_inactive_reported_as_close() {
+    assert_eq!(TCPF_BOUND_INACTIVE, 1 << 13);
+    assert_ne!(TCP_ALL_STATES & TCPF_BOUND_INACTIVE, 0);
+    assert_eq!(TCP_ALL_STATES & 1, 0, "bit 0 is no state");
+    let mut bound = TIME_WAIT_MSG;
+    bound[1] = 7; // TCP_CLOSE
+    bound[2] = 0; // no timer
+    bound[6..8].fill(0); // peer port 0
+    bound[24..40].fill(0); // peer address 0.0.0.0
+    let s = decode_inet(&bound).unwrap();
+    assert_eq!(s.state, TcpState::Close);
+    assert_eq!(s.remote.port(), 0);
+    assert_eq!(s.expires_ms, None);
+}
