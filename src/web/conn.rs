@@ -113,6 +113,11 @@ impl Drop for RequestGuard {
     }
 }
 
+/// How long a connection may wait for its request header before the cap
+/// may close it in favour of the longest-stalled rule (see
+/// [`Tracker::admit`]).
+pub const EVICTION_GRACE: Duration = Duration::from_secs(1);
+
 /// The open connections.
 #[derive(Debug, Default)]
 pub struct Tracker {
@@ -126,16 +131,27 @@ impl Tracker {
     }
 
     /// Registers a new connection. At `max` open, first evicts the one
-    /// that has waited longest for a request header; `None` when every
-    /// open connection is serving a request (refuse the new one). The
-    /// evicted connection leaves the map at once, its task closes it.
+    /// that has waited longest for a request header, among those that
+    /// have waited at least [`EVICTION_GRACE`]; when none has, the one that
+    /// started waiting last, so that a client that has just connected (a
+    /// scraper in the first instants of a flood) keeps its chance to send
+    /// its header. `None` when every open connection is serving a request
+    /// (refuse the new one). The evicted connection leaves the map at once,
+    /// its task closes it.
     pub fn admit(&self, max: usize) -> Option<(u64, Arc<Conn>)> {
         let mut conns = self.lock();
         if conns.len() >= max {
-            let stalled = conns
+            let now = Instant::now();
+            let waiting: Vec<(Instant, u64)> = conns
                 .iter()
                 .filter_map(|(id, c)| c.lock().waiting_since.map(|t| (t, *id)))
-                .min();
+                .collect();
+            let stalled = waiting
+                .iter()
+                .filter(|(t, _)| now.saturating_duration_since(*t) >= EVICTION_GRACE)
+                .min()
+                .or_else(|| waiting.iter().max())
+                .copied();
             let (_, id) = stalled?;
             if let Some(c) = conns.remove(&id) {
                 c.evict();

@@ -26,6 +26,26 @@ fn the_cap_evicts_the_longest_waiting_and_spares_requests() {
     t.remove(a);
 }
 
+/// At the cap, a connection younger than the grace is spared while an
+/// older one waits: a new arrival in a flood evicts the newest, not the
+/// scraper that connected first.
+#[test]
+fn the_cap_spares_the_youngest_waiting_connections() {
+    let t = Tracker::default();
+    let (_s, scraper) = t.admit(3).unwrap();
+    let (_f1, f1) = t.admit(3).unwrap();
+    let (_f2, f2) = t.admit(3).unwrap();
+    // All three younger than the grace: the newest goes.
+    let (_f3, f3) = t.admit(3).unwrap();
+    assert!(f2.lock().evicted, "the newest waiting one");
+    assert!(!scraper.lock().evicted && !f1.lock().evicted);
+    // f1 has waited longer than the grace: it goes first now.
+    f1.lock().waiting_since = Some(Instant::now() - EVICTION_GRACE - Duration::from_millis(1));
+    let (_f4, _) = t.admit(3).unwrap();
+    assert!(f1.lock().evicted, "the longest-stalled beyond the grace");
+    assert!(!scraper.lock().evicted && !f3.lock().evicted);
+}
+
 async fn start(limits: Limits) -> (std::net::SocketAddr, Arc<WebStats>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
