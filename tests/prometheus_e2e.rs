@@ -234,15 +234,7 @@ fn prometheus_alerts_fire_before_first_502() {
              scrape_configs:\n  - job_name: sockscope\n    static_configs:\n      - targets: ['{AGENT_ADDR}']\n",
             rules[0], rules[1]
         );
-        std::fs::write(d.join("prometheus.yml"), config).unwrap();
-        let _prom = LabProcess::command(
-            "prometheus",
-            prereq::command("prometheus").args([
-                &format!("--config.file={}", d.join("prometheus.yml").display()),
-                &format!("--storage.tsdb.path={}", d.join("data").display()),
-                &format!("--web.listen-address={PROM}"),
-            ]),
-        );
+        let _prom = LabProcess::prometheus(d, &config, PROM);
         wait_for("prometheus ready", Duration::from_secs(30), || {
             ureq::get(&format!("http://{PROM}/-/ready"))
                 .call()

@@ -300,15 +300,7 @@ fn prometheus_scrapes_over_tls_with_basic_auth() {
             job("sockscope", "password"),
             job("wrong_password", "wrong")
         );
-        std::fs::write(d.join("prometheus.yml"), config).unwrap();
-        let _prom = LabProcess::command(
-            "prometheus",
-            prereq::command("prometheus").args([
-                &format!("--config.file={}", d.join("prometheus.yml").display()),
-                &format!("--storage.tsdb.path={}", d.join("data").display()),
-                &format!("--web.listen-address={PROM}"),
-            ]),
-        );
+        let _prom = LabProcess::prometheus(d, &config, PROM);
         let query = |job: &str| -> Option<String> {
             let url = format!("http://{PROM}/api/v1/query?query=up%7Bjob%3D%22{job}%22%7D");
             let body = ureq::get(&url)

@@ -205,6 +205,21 @@ impl LabProcess {
         LabProcess::listening("proxy", &args, listen)
     }
 
+    /// A real Prometheus listening on `listen`, with `config` as its
+    /// `prometheus.yml` and its data in `dir`.
+    pub fn prometheus(dir: &Path, config: &str, listen: &str) -> LabProcess {
+        let file = dir.join("prometheus.yml");
+        std::fs::write(&file, config).unwrap_or_else(|e| panic!("writing {}: {e}", file.display()));
+        LabProcess::command(
+            "prometheus",
+            prereq::command("prometheus").args([
+                &format!("--config.file={}", file.display()),
+                &format!("--storage.tsdb.path={}", dir.join("data").display()),
+                &format!("--web.listen-address={listen}"),
+            ]),
+        )
+    }
+
     pub fn pid(&self) -> u32 {
         self.proc.child.id()
     }
