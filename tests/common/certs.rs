@@ -18,6 +18,15 @@ pub struct Certs {
     pub other_key: PathBuf,
 }
 
+/// `openssl req` arguments for a new P-256 key, unencrypted.
+const NEW_EC_KEY: &[&str] = &[
+    "-newkey",
+    "ec",
+    "-pkeyopt",
+    "ec_paramgen_curve:prime256v1",
+    "-nodes",
+];
+
 fn openssl(dir: &Path, args: &[&str]) {
     let out = prereq::command("openssl")
         .current_dir(dir)
@@ -39,19 +48,18 @@ fn leaf(dir: &Path, name: &str, cn: &str, ext: &str) {
     openssl(
         dir,
         &[
-            "req",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-keyout",
-            &format!("{name}.key"),
-            "-subj",
-            &format!("/CN={cn}"),
-            "-out",
-            &format!("{name}.csr"),
-        ],
+            &["req"][..],
+            NEW_EC_KEY,
+            &[
+                "-keyout",
+                &format!("{name}.key"),
+                "-subj",
+                &format!("/CN={cn}"),
+                "-out",
+                &format!("{name}.csr"),
+            ],
+        ]
+        .concat(),
     );
     openssl(
         dir,
@@ -80,26 +88,24 @@ pub fn make(dir: &Path) -> Certs {
     openssl(
         dir,
         &[
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-keyout",
-            "ca.key",
-            "-out",
-            "ca.crt",
-            "-subj",
-            "/CN=sockscope test CA",
-            "-days",
-            "2",
-            "-addext",
-            "basicConstraints=critical,CA:TRUE",
-            "-addext",
-            "keyUsage=critical,keyCertSign,cRLSign",
-        ],
+            &["req", "-x509"][..],
+            NEW_EC_KEY,
+            &[
+                "-keyout",
+                "ca.key",
+                "-out",
+                "ca.crt",
+                "-subj",
+                "/CN=sockscope test CA",
+                "-days",
+                "2",
+                "-addext",
+                "basicConstraints=critical,CA:TRUE",
+                "-addext",
+                "keyUsage=critical,keyCertSign,cRLSign",
+            ],
+        ]
+        .concat(),
     );
     leaf(
         dir,
