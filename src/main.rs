@@ -276,6 +276,7 @@ impl PollArgs {
             max_listeners: self.max_listeners,
             census,
             inet_diag_any_family: true,
+            netstat_with_census: false,
         };
         Ok(Poller::new(cfg, Kernel::new(ProcRoot::new(&self.procfs))))
     }
@@ -329,6 +330,23 @@ async fn bind(s: &str) -> Result<tokio::net::TcpListener, String> {
     Err(last)
 }
 
+/// `--netns all` holds two descriptors per namespace (its file and its
+/// sock_diag socket) besides the web server's connections: the soft
+/// `RLIMIT_NOFILE` (often 1024) is raised to the hard limit, as Go's
+/// runtime does for every exporter since Go 1.19. Failing that, it stays
+/// as it was (a namespace that cannot be opened is counted in
+/// `sockscope_netns_errors_total`).
+fn raise_nofile_limit() {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let mut l = getrlimit(Resource::Nofile);
+    if l.current < l.maximum {
+        l.current = l.maximum;
+        if let Err(e) = setrlimit(Resource::Nofile, l) {
+            tracing::debug!(error = %e, "cannot raise RLIMIT_NOFILE");
+        }
+    }
+}
+
 fn run_agent(args: AgentArgs) -> Result<(), String> {
     let poller = args.poll.poller(CensusPolicy {
         cpu_budget_ratio: args.census_budget,
@@ -339,12 +357,15 @@ fn run_agent(args: AgentArgs) -> Result<(), String> {
     }
     let sampler = match args.netns {
         NetnsMode::Own => Sampler::Own(Box::new(poller)),
-        NetnsMode::All => Sampler::All(NamespacesConfig {
-            procfs: args.poll.procfs.clone(),
-            run_netns: RUN_NETNS.into(),
-            poller: poller.config().clone(),
-            max_namespaces: args.max_namespaces,
-        }),
+        NetnsMode::All => {
+            raise_nofile_limit();
+            Sampler::All(NamespacesConfig {
+                procfs: args.poll.procfs.clone(),
+                run_netns: RUN_NETNS.into(),
+                poller: poller.config().clone(),
+                max_namespaces: args.max_namespaces,
+            })
+        }
     };
     let web = match &args.web_config {
         Some(file) => WebConfig::load(file).map_err(|e| e.to_string())?,

@@ -7,9 +7,13 @@
 //! into each (its UTS namespace too, for the hostname), polls it there —
 //! its sock_diag sockets are created inside and stay bound to it, its
 //! `/proc/thread-self/net` and `/proc/sys/net` are that namespace's — and
-//! comes back to its own namespace at the end. The census budget is shared:
-//! each namespace gets `--census.cpu-budget-ratio` / (number of namespaces).
-//! The per-listener and per-pool caps hold across all namespaces together
+//! comes back to its own namespace at the end. The census budget is shared
+//! ([`SharedBudget`]): each poll it is spent on the namespaces whose TCP
+//! socket count (`/proc/net/sockstat`, read every poll) moved since their
+//! census, then on the oldest censuses, so the censuses of all namespaces
+//! together take `--census.cpu-budget-ratio` of a CPU. What a process
+//! in the namespace is (hostname, comm, pod UID) is read when the
+//! namespace is found and when its lowest pid changes. The per-listener and per-pool caps hold across all namespaces together
 //! ([`listen_queue::cap_across`], [`ephemeral_ports::cap_across`]), and at
 //! most `max_namespaces` are reported (those with the most sockets).
 
@@ -18,13 +22,13 @@ use std::fs::File;
 use std::os::fd::AsFd;
 use std::path::PathBuf;
 
-use crate::collector::census::CensusPolicy;
+use crate::collector::census::{Candidate, SharedBudget};
 use crate::collector::netns::{NetnsInfo, NetnsStats};
 use crate::collector::{Sample, ephemeral_ports, listen_queue};
 use crate::model::TcpState;
-use crate::poller::{Config, Poller};
+use crate::poller::{CensusChoice, Config, Poller};
 use crate::source::kernel::Kernel;
-use crate::source::netns::{self, Found};
+use crate::source::netns::{self, Found, NsFile};
 use crate::source::{ErrorReason, ProcRoot, SourceError};
 
 /// One namespace's sample and what the namespace is (`None`: the agent's
@@ -42,17 +46,37 @@ pub struct NamespacesConfig {
     pub procfs: PathBuf,
     /// Where `ip netns add` binds namespaces (`/run/netns`).
     pub run_netns: PathBuf,
-    /// The poller settings every namespace gets (its census budget is
-    /// divided among them).
+    /// The poller settings every namespace gets (the census budget is
+    /// shared: [`SharedBudget`]; `/proc/net/netstat` is read with the
+    /// census: [`Config::netstat_with_census`]).
     pub poller: Config,
     /// `--netns.max-namespaces`.
     pub max_namespaces: usize,
 }
 
+/// One namespace's poller and what is kept of it between polls.
+struct Entry {
+    poller: Poller,
+    /// The namespace, opened once (not through `/proc/PID` every poll).
+    ns: NsFile,
+    /// What it is, as of when it was found or its lowest pid changed.
+    info: Option<NetnsInfo>,
+    /// TCP sockets (sockstat `inuse` + `tw`) at its latest census and at
+    /// its latest poll.
+    sockets_at_census: Option<u64>,
+    sockets_now: Option<u64>,
+}
+
+fn tcp_sockets(s: &crate::collector::Sample) -> Option<u64> {
+    let st = s.sockstat.as_ref()?;
+    Some(st.tcp_inuse? + st.tcp_tw.unwrap_or(0))
+}
+
 /// Every namespace's poller; lives on one thread.
 pub struct Namespaces {
     cfg: NamespacesConfig,
-    entries: BTreeMap<u64, Poller>,
+    entries: BTreeMap<u64, Entry>,
+    budget: SharedBudget,
     errors_total: [u64; ErrorReason::ALL.len()],
     /// The thread's own namespaces, to come back to, and the inode of
     /// its network namespace (polled without `setns`, so that it is served
@@ -60,6 +84,11 @@ pub struct Namespaces {
     home_net: File,
     home_uts: File,
     home_inode: u64,
+    /// The thread is in another network / UTS namespace than its own
+    /// (it goes from one namespace straight to the next, and home for its
+    /// own and at the end of a poll).
+    away_net: bool,
+    away_uts: bool,
 }
 
 impl Namespaces {
@@ -68,7 +97,8 @@ impl Namespaces {
     ///
     /// # Errors
     /// When `/proc/thread-self/ns/{net,uts}` cannot be opened.
-    pub fn new(cfg: NamespacesConfig) -> Result<Namespaces, SourceError> {
+    pub fn new(mut cfg: NamespacesConfig) -> Result<Namespaces, SourceError> {
+        cfg.poller.netstat_with_census = true;
         let open = |rel: &str| {
             let path = cfg.procfs.join(rel);
             File::open(&path).map_err(|source| SourceError::Io { path, source })
@@ -91,22 +121,31 @@ impl Namespaces {
         Ok(Namespaces {
             cfg,
             entries: BTreeMap::new(),
+            budget: SharedBudget::default(),
             errors_total: [0; ErrorReason::ALL.len()],
             home_net,
             home_uts,
             home_inode,
+            away_net: false,
+            away_uts: false,
         })
     }
 
-    fn go_home(&self) {
+    fn go_home(&mut self) {
         use rustix::thread::{LinkNameSpaceType as T, move_into_link_name_space as setns};
-        // Only fails if the thread never left (no privilege): harmless.
-        let _ = setns(self.home_net.as_fd(), Some(T::Network));
-        let _ = setns(self.home_uts.as_fd(), Some(T::HostNameAndNISDomainName));
+        // Back to namespaces it left with the same privilege: cannot fail
+        // but for a kernel bug, and then the next enter fails loudly.
+        if std::mem::take(&mut self.away_net) {
+            let _ = setns(self.home_net.as_fd(), Some(T::Network));
+        }
+        if std::mem::take(&mut self.away_uts) {
+            let _ = setns(self.home_uts.as_fd(), Some(T::HostNameAndNISDomainName));
+        }
     }
 
-    /// Discovers, polls every namespace in turn, and returns the reported
-    /// ones (sorted by inode) with the discovery figures.
+    /// Discovers, polls every namespace in turn (the census where
+    /// [`SharedBudget::plan`] chose it), and returns the reported ones
+    /// (sorted by inode) with the discovery figures.
     pub fn poll(&mut self) -> (Vec<NamespaceSample>, NetnsStats) {
         let d = netns::discover(&self.cfg.procfs, &self.cfg.run_netns);
         for r in &d.errors {
@@ -114,23 +153,79 @@ impl Namespaces {
         }
         let live: std::collections::BTreeSet<u64> = d.found.iter().map(|f| f.inode).collect();
         self.entries.retain(|inode, _| live.contains(inode));
-        let n = d.found.len().max(1) as f64;
-        let share = CensusPolicy {
-            cpu_budget_ratio: self.cfg.poller.census.cpu_budget_ratio / n,
-            ..self.cfg.poller.census
-        };
+
+        let now = std::time::Instant::now();
+        let ratio = self.cfg.poller.census.cpu_budget_ratio;
+        let candidates: Vec<Candidate> = d
+            .found
+            .iter()
+            .map(|f| match self.entries.get(&f.inode) {
+                None => Candidate {
+                    key: f.inode,
+                    required: true,
+                    age: None,
+                    moved: false,
+                    cost: std::time::Duration::ZERO,
+                },
+                Some(e) => {
+                    let last = e.poller.last_census();
+                    Candidate {
+                        key: f.inode,
+                        required: e.poller.census_required(),
+                        age: last.map(|(t, _)| now.saturating_duration_since(t)),
+                        moved: matches!((e.sockets_at_census, e.sockets_now),
+                            (Some(a), Some(b)) if Candidate::moved(a, b)),
+                        cost: last.map_or(std::time::Duration::ZERO, |(_, d)| d),
+                    }
+                }
+            })
+            .collect();
+        let chosen: std::collections::BTreeSet<u64> = self
+            .budget
+            .plan(now, ratio, &candidates)
+            .into_iter()
+            .collect();
+        let estimated: std::time::Duration = candidates
+            .iter()
+            .filter(|c| chosen.contains(&c.key) && c.age.is_some())
+            .map(|c| c.cost)
+            .sum();
 
         let mut out = Vec::with_capacity(d.found.len());
+        let mut actual = std::time::Duration::ZERO;
         for f in d.found {
-            match self.poll_one(f, share) {
-                Ok(s) => out.push(s),
+            let choice = if chosen.contains(&f.inode) {
+                CensusChoice::Run
+            } else {
+                CensusChoice::Skip
+            };
+            let paid = self.entries.contains_key(&f.inode);
+            match self.poll_one(f, choice) {
+                Ok(s) => {
+                    if s.sample.census.fresh && paid {
+                        actual +=
+                            std::time::Duration::from_secs_f64(s.sample.census.duration_seconds);
+                    }
+                    out.push(s);
+                }
                 Err(e) if e.is_not_found() => {} // exited meanwhile: quietly
                 Err(e) => {
                     self.errors_total[e.reason().index()] += 1;
                     tracing::debug!(error = %e, "cannot enter a network namespace");
                 }
             }
-            self.go_home();
+        }
+        self.go_home();
+        self.budget.settle(estimated, actual);
+        // Every namespace's census is at most about one round old.
+        let round = SharedBudget::round(
+            self.entries
+                .values()
+                .filter_map(|e| e.poller.last_census().map(|(_, d)| d)),
+            ratio,
+        );
+        for s in &mut out {
+            s.sample.census.interval_seconds = round.as_secs_f64();
         }
         let over_limit = self.select(&mut out);
         let mut listeners: Vec<&mut Vec<_>> =
@@ -149,40 +244,99 @@ impl Namespaces {
         (out, stats)
     }
 
-    /// Enters `f` and polls it there.
-    fn poll_one(&mut self, f: Found, share: CensusPolicy) -> Result<NamespaceSample, SourceError> {
+    /// Enters `f` and polls it there; what the namespace is comes from
+    /// the entry unless it is new or its lowest pid changed (then the UTS
+    /// namespace is entered too, for the hostname).
+    fn poll_one(&mut self, f: Found, choice: CensusChoice) -> Result<NamespaceSample, SourceError> {
+        use rustix::thread::LinkNameSpaceType as T;
         let procfs = self.cfg.procfs.clone();
-        if f.inode != self.home_inode {
-            let uts = f.pid.map(|p| procfs.join(p.to_string()).join("ns/uts"));
-            netns::enter(&f.ns_path(&procfs, &self.cfg.run_netns), uts.as_deref())?;
-        }
-        let hostname = match f.pid {
-            Some(_) => std::fs::read_to_string(procfs.join("sys/kernel/hostname"))
-                .map(|h| h.trim_end().to_owned())
-                .unwrap_or_default(),
-            None => String::new(),
+        let name = f.name.clone().unwrap_or_default();
+        let known = self
+            .entries
+            .get(&f.inode)
+            .and_then(|e| e.info.clone())
+            .filter(|i| i.pid == f.pid && i.name == name);
+        let existing = self.entries.remove(&f.inode);
+        let was_known = existing.is_some();
+        let mut entry = match existing {
+            Some(e) => e,
+            None => Entry {
+                // Its own: the handle it already has (another user's
+                // /proc/PID/ns/net needs CAP_SYS_PTRACE; its own does not).
+                ns: if f.inode == self.home_inode {
+                    let path = procfs.join("thread-self/ns/net");
+                    let file = self
+                        .home_net
+                        .try_clone()
+                        .map_err(|source| SourceError::Io {
+                            path: path.clone(),
+                            source,
+                        })?;
+                    NsFile::from_file(file, path)
+                } else {
+                    NsFile::open(&f.ns_path(&procfs, &self.cfg.run_netns))?
+                },
+                poller: Poller::new(
+                    self.cfg.poller.clone(),
+                    Kernel::new(ProcRoot::thread_namespace(&procfs)),
+                ),
+                info: None,
+                sockets_at_census: None,
+                sockets_now: None,
+            },
         };
-        let process = f
-            .pid
-            .map(|p| netns::process_info(&procfs, p))
-            .unwrap_or_default();
-        let poller = self.entries.entry(f.inode).or_insert_with(|| {
-            Poller::new(
-                self.cfg.poller.clone(),
-                Kernel::new(ProcRoot::thread_namespace(&procfs)),
-            )
-        });
-        poller.set_census_policy(share);
-        let sample = poller.poll();
-        Ok(NamespaceSample {
-            netns: Some(NetnsInfo {
+        let joined = if f.inode == self.home_inode {
+            self.go_home();
+            Ok(())
+        } else {
+            self.away_net = true;
+            entry
+                .ns
+                .join(T::Network)
+                .and_then(|()| match (&known, f.pid) {
+                    (None, Some(p)) => {
+                        self.away_uts = true;
+                        NsFile::open(&procfs.join(p.to_string()).join("ns/uts"))?
+                            .join(T::HostNameAndNISDomainName)
+                    }
+                    _ => Ok(()),
+                })
+        };
+        if let Err(e) = joined {
+            if was_known {
+                self.entries.insert(f.inode, entry);
+            }
+            return Err(e);
+        }
+        let info = known.unwrap_or_else(|| {
+            let hostname = match f.pid {
+                Some(_) => std::fs::read_to_string(procfs.join("sys/kernel/hostname"))
+                    .map(|h| h.trim_end().to_owned())
+                    .unwrap_or_default(),
+                None => String::new(),
+            };
+            let process = f
+                .pid
+                .map(|p| netns::process_info(&procfs, p))
+                .unwrap_or_default();
+            NetnsInfo {
                 inode: f.inode,
-                name: f.name.unwrap_or_default(),
+                name,
                 hostname,
                 pod_uid: process.pod_uid,
                 pid: f.pid,
                 comm: process.comm,
-            }),
+            }
+        });
+        let sample = entry.poller.poll_with(choice);
+        entry.info = Some(info.clone());
+        entry.sockets_now = tcp_sockets(&sample);
+        if sample.census.fresh {
+            entry.sockets_at_census = entry.sockets_now;
+        }
+        self.entries.insert(f.inode, entry);
+        Ok(NamespaceSample {
+            netns: Some(info),
             sample,
         })
     }

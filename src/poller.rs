@@ -17,6 +17,7 @@ use crate::collector::listen_queue::{self, FullTime, TcpListeners, UnixListeners
 use crate::collector::tcp_states::TcpStates;
 use crate::collector::unix_states::UnixStates;
 use crate::model::{Family, TcpSocket, UnixSocket};
+use crate::source::counters::Netstat;
 use crate::source::kernel::Kernel;
 use crate::source::sock_diag::{
     TCP_ALL_STATES, TCP_LISTEN_ONLY, UNIX_ALL_STATES, UNIX_LISTEN_ONLY,
@@ -50,6 +51,12 @@ pub struct Config {
     /// (source `inet_diag`); else, or when it fails, one dump per family
     /// (`inet_diag_ipv4`/`_ipv6`).
     pub inet_diag_any_family: bool,
+    /// Read `/proc/net/netstat` with the census and at least every
+    /// `--census.max-interval` (as the sysctls), rather than every poll:
+    /// `--netns all`, where formatting those ~150 counters in every
+    /// namespace every second was a fifth of the agent's CPU. Its
+    /// counters are cumulative, so only their freshness changes.
+    pub netstat_with_census: bool,
 }
 
 /// The latest census, carried between polls.
@@ -122,6 +129,32 @@ pub struct Poller {
     full: FullTime,
     last_poll: Option<Instant>,
     census: Option<Census>,
+    /// The latest sysctl read: when, what, its status.
+    sysctls: Option<Carried<Sysctls>>,
+    /// The latest `/proc/net/netstat` read, when carried between polls
+    /// ([`Config::netstat_with_census`]).
+    netstat: Option<Carried<Netstat>>,
+}
+
+/// A read kept between polls: when, what, its status.
+type Carried<T> = (Instant, Option<T>, SourceStatus);
+
+/// True when `c` must be read again at `now`: never read, failed, or
+/// older than `max_age`.
+fn stale<T>(c: &Option<Carried<T>>, now: Instant, max_age: Duration) -> bool {
+    c.as_ref()
+        .is_none_or(|(at, v, _)| v.is_none() || now.saturating_duration_since(*at) >= max_age)
+}
+
+/// Who decides whether a poll runs the census ([`Poller::poll_with`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CensusChoice {
+    /// The poller's own [`CensusPolicy`] (`--netns self`).
+    Policy,
+    /// Run it now (a scheduler above chose this namespace).
+    Run,
+    /// Do not, unless it must ([`Poller::census_required`]).
+    Skip,
 }
 
 fn now_unix() -> f64 {
@@ -140,6 +173,8 @@ impl Poller {
             full: FullTime::default(),
             last_poll: None,
             census: None,
+            sysctls: None,
+            netstat: None,
         }
     }
 
@@ -153,20 +188,49 @@ impl Poller {
         self.cfg.census = census;
     }
 
-    /// Reads the sources once: listener queues, sysctls and counters
-    /// always; every socket (the census) when [`CensusPolicy`] says it is
-    /// due, or when the listener-only dump fails. Otherwise the census
-    /// figures are those of the latest census, which the sample says in
+    /// Reads the sources once: listener queues and counters always;
+    /// every socket (the census) when [`CensusPolicy`] says it is due, or
+    /// when the listener-only dump fails; the sysctls with the census, and
+    /// at least every `--census.max-interval`. Otherwise the census figures
+    /// are those of the latest census, which the sample says in
     /// [`Sample::census`].
     pub fn poll(&mut self) -> Sample {
+        self.poll_with(CensusChoice::Policy)
+    }
+
+    /// True when the next poll must run the census whatever the schedule:
+    /// none yet, or the latest did not come whole from netlink (procfs
+    /// cannot dump the listeners alone).
+    pub fn census_required(&self) -> bool {
+        self.census.as_ref().is_none_or(|c| !c.netlink)
+    }
+
+    /// Start and duration of the latest census, if any.
+    pub fn last_census(&self) -> Option<(Instant, Duration)> {
+        self.census
+            .as_ref()
+            .map(|c| (c.started, Duration::from_secs_f64(c.info.duration_seconds)))
+    }
+
+    /// [`Poller::poll`], with the census run or skipped as `choice` says.
+    pub fn poll_with(&mut self, choice: CensusChoice) -> Sample {
         let started = Instant::now();
         let timestamp = now_unix();
-        let due = self.census_due(started);
+        let due = match choice {
+            CensusChoice::Policy => self.census_due(started),
+            CensusChoice::Run => true,
+            CensusChoice::Skip => self.census_required(),
+        };
 
         let mut sources = Vec::new();
-        let (sysctls, st) = self
-            .health
-            .execute(SourceId::Sysctl, || self.kernel.sysctls());
+        let max_age = self.cfg.census.max_interval;
+        if due || stale(&self.sysctls, started, max_age) {
+            let (s, st) = self
+                .health
+                .execute(SourceId::Sysctl, || self.kernel.sysctls());
+            self.sysctls = Some((started, s, st));
+        }
+        let (_, sysctls, st) = self.sysctls.clone().expect("read above or carried");
         sources.push(st);
 
         let mut tick_sources = Vec::new();
@@ -188,9 +252,14 @@ impl Poller {
         sources.extend(census.sources.iter().cloned());
         sources.extend(tick_sources);
 
-        let (netstat, st) = self
-            .health
-            .execute(SourceId::ProcNetNetstat, || self.kernel.netstat());
+        let netstat_due = !self.cfg.netstat_with_census || fresh;
+        if netstat_due || stale(&self.netstat, started, max_age) {
+            let (n, st) = self
+                .health
+                .execute(SourceId::ProcNetNetstat, || self.kernel.netstat());
+            self.netstat = Some((started, n, st));
+        }
+        let (_, netstat, st) = self.netstat.clone().expect("read above or carried");
         sources.push(st);
         let (sockstat, st) = self
             .health
@@ -231,9 +300,9 @@ impl Poller {
         }
     }
 
-    /// True when the next poll must run the census: none yet, the latest
-    /// one did not come whole from netlink (procfs cannot dump listeners
-    /// alone), or its [`CensusPolicy::interval`] has passed.
+    /// True when the next poll must run the census
+    /// ([`Poller::census_required`]) or its [`CensusPolicy::interval`] has
+    /// passed.
     fn census_due(&self, now: Instant) -> bool {
         let Some(c) = &self.census else { return true };
         if !c.netlink {
@@ -245,7 +314,8 @@ impl Poller {
         CensusPolicy::due(now.saturating_duration_since(c.started), gap, c.interval)
     }
 
-    /// Dumps the TCP (both families) and UNIX listeners only. `None` when
+    /// Dumps the TCP (both families in one dump where the kernel serves
+    /// it, else one per family) and UNIX listeners only. `None` when
     /// a dump failed: the caller then runs the census, which falls back to
     /// procfs. The sources are reported either way.
     fn listeners_only(
@@ -253,7 +323,25 @@ impl Poller {
         sources: &mut Vec<SourceStatus>,
     ) -> Option<(TcpListeners, UnixListeners)> {
         let mut tcp = TcpListeners::default();
-        for family in Family::ALL {
+        let mut families = &Family::ALL[..];
+        if self.cfg.source != SourceMode::Procfs
+            && self.cfg.inet_diag_any_family
+            && self.kernel.any_family()
+        {
+            let (l, st) = self.health.execute(SourceId::InetDiagListen, || {
+                let mut l = TcpListeners::default();
+                let stats = self
+                    .kernel
+                    .inet_diag(None, TCP_LISTEN_ONLY, &mut |s| l.observe(&s))?;
+                Ok((l, stats))
+            });
+            sources.push(st);
+            if let Some(l) = l {
+                tcp = l;
+                families = &[];
+            }
+        }
+        for &family in families {
             let (l, st) = self.health.execute(inet_diag_listen_id(family), || {
                 let mut l = TcpListeners::default();
                 let stats = self

@@ -14,6 +14,7 @@ fn fixture_poller() -> Poller {
             max_listeners: 200,
             census: CensusPolicy::EVERY_POLL,
             inet_diag_any_family: true,
+            netstat_with_census: false,
         },
         Kernel::new(ProcRoot::new(root)),
     )

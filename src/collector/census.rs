@@ -18,7 +18,7 @@ crate::metric_specs! {
     CENSUS_TIMESTAMP = "sockscope_census_timestamp_seconds", Gauge, [],
         "Unix time of the latest census of every socket (socket states, ephemeral ports, accepted connections); listener queues, sysctls and counters are read on every poll.";
     CENSUS_INTERVAL = "sockscope_census_interval_seconds", Gauge, [],
-        "Time from the latest census to the next: its duration / --census.cpu-budget-ratio, at most --census.max-interval (the census runs on the first poll after).";
+        "Time from the latest census to the next: its duration / --census.cpu-budget-ratio, at most --census.max-interval (the census runs on the first poll after); with --netns all the longest a namespace waits: every namespace's census time, summed, / the ratio.";
 }
 
 /// When the census runs (`--census.cpu-budget-ratio`,
@@ -51,6 +51,105 @@ impl CensusPolicy {
     /// counts, so tick jitter does not push it a whole poll.
     pub fn due(since: Duration, gap: Duration, interval: Duration) -> bool {
         since + gap / 10 >= interval
+    }
+}
+
+fn nanos(d: Duration) -> i64 {
+    i64::try_from(d.as_nanos()).unwrap_or(i64::MAX)
+}
+
+/// One namespace as [`SharedBudget::plan`] sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Candidate {
+    /// Its key (the namespace's inode).
+    pub key: u64,
+    /// It must take a census whatever the budget (none yet, or its
+    /// sources are procfs, which cannot sample the listeners alone).
+    pub required: bool,
+    /// Time since its latest census started; `None`: none yet.
+    pub age: Option<Duration>,
+    /// Its TCP sockets (`/proc/net/sockstat` `inuse` + `tw`) moved by at
+    /// least a tenth (and 8 sockets) since its latest census.
+    pub moved: bool,
+    /// What its latest census took (the estimate of the next).
+    pub cost: Duration,
+}
+
+impl Candidate {
+    /// True when `now` TCP sockets differ from `then` by at least a tenth
+    /// of `then` and at least 8 (a small namespace's jitter is not news).
+    pub fn moved(then: u64, now: u64) -> bool {
+        let d = then.abs_diff(now);
+        d >= 8 && d * 10 >= then
+    }
+}
+
+/// One census budget shared by many namespaces (`--netns all`):
+/// `--census.cpu-budget-ratio` of one CPU in all, spent where it tells
+/// most. Each poll credits `ratio` × the time since the previous one (a
+/// surplus does not carry beyond one poll; a debt does) and spends it, in
+/// order, on: the namespaces that must take a census, then those whose
+/// TCP socket count moved since their census, then the rest, oldest
+/// census first — until the credit is spent (a ratio of 1: every
+/// namespace on every poll). A namespace's first census
+/// is free (it has no figures yet); every other census is paid for at
+/// its measured cost ([`SharedBudget::settle`]), so in the long run the
+/// censuses take the ratio and no more, and every namespace's census is
+/// about (sum of all censuses' cost) / ratio old at worst
+/// ([`SharedBudget::round`]).
+#[derive(Debug, Clone, Default)]
+pub struct SharedBudget {
+    /// Nanoseconds of CPU that may be spent; negative: owed.
+    credit_ns: i64,
+    last: Option<std::time::Instant>,
+}
+
+impl SharedBudget {
+    /// The keys to census on the poll at `now`, in the order above; the
+    /// estimated cost of each is taken from the credit.
+    pub fn plan(&mut self, now: std::time::Instant, ratio: f64, cands: &[Candidate]) -> Vec<u64> {
+        let ratio = ratio.clamp(0.0, 1.0);
+        let gap = self
+            .last
+            .map_or(Duration::ZERO, |t| now.saturating_duration_since(t));
+        self.last = Some(now);
+        let accrued = nanos(gap.mul_f64(ratio));
+        self.credit_ns = self.credit_ns.saturating_add(accrued).min(accrued);
+        let mut order: Vec<&Candidate> = cands.iter().collect();
+        order.sort_by(|a, b| {
+            (b.required, b.moved, b.age.is_none(), b.age)
+                .cmp(&(a.required, a.moved, a.age.is_none(), a.age))
+                .then(a.key.cmp(&b.key))
+        });
+        let mut chosen = Vec::new();
+        for c in order {
+            // A ratio of 1 is no budget: every namespace, every poll.
+            if !c.required && ratio < 1.0 && self.credit_ns <= 0 {
+                break;
+            }
+            if c.age.is_some() {
+                self.credit_ns = self.credit_ns.saturating_sub(nanos(c.cost));
+            }
+            chosen.push(c.key);
+        }
+        chosen
+    }
+
+    /// Corrects the credit once the censuses ran: `estimated` is what
+    /// [`SharedBudget::plan`] took for them, `actual` what they took.
+    pub fn settle(&mut self, estimated: Duration, actual: Duration) {
+        self.credit_ns = self
+            .credit_ns
+            .saturating_add(nanos(estimated))
+            .saturating_sub(nanos(actual));
+    }
+
+    /// The longest a namespace waits for its next census at this budget:
+    /// every namespace's census cost, summed, over `ratio`.
+    pub fn round(costs: impl Iterator<Item = Duration>, ratio: f64) -> Duration {
+        costs
+            .sum::<Duration>()
+            .div_f64(ratio.clamp(f64::MIN_POSITIVE, 1.0))
     }
 }
 
@@ -106,6 +205,102 @@ mod tests {
         assert!(CensusPolicy::due(s(950), s(1000), s(1000)));
         assert!(!CensusPolicy::due(s(850), s(1000), s(1000)));
         assert!(CensusPolicy::due(s(0), s(0), s(0)));
+    }
+
+    fn cand(key: u64, age_s: Option<u64>, moved: bool, cost_ms: u64) -> Candidate {
+        Candidate {
+            key,
+            required: age_s.is_none(),
+            age: age_s.map(Duration::from_secs),
+            moved,
+            cost: Duration::from_millis(cost_ms),
+        }
+    }
+
+    #[test]
+    fn shared_budget_spends_the_ratio_on_moved_then_oldest() {
+        let t0 = std::time::Instant::now();
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        let mut b = SharedBudget::default();
+        let cands = [
+            cand(1, Some(5), false, 15),
+            cand(2, Some(9), false, 15),
+            cand(3, Some(2), true, 15),
+            cand(4, None, false, 0),
+        ];
+        // First poll: no credit yet; only the new namespace (free).
+        assert_eq!(b.plan(at(0), 0.01, &cands), vec![4]);
+        let cands = &cands[..3];
+        // 1 s at 1 %: 10 ms of credit, one census: the moved one first.
+        assert_eq!(b.plan(at(1), 0.01, cands), vec![3]);
+        b.settle(Duration::from_millis(15), Duration::from_millis(15));
+        // 5 ms owed, 10 ms credited: one more, the oldest.
+        let cands = [
+            cand(1, Some(6), false, 15),
+            cand(2, Some(10), false, 15),
+            cand(3, Some(1), false, 15),
+        ];
+        assert_eq!(b.plan(at(2), 0.01, &cands), vec![2]);
+        // 10 ms owed, 10 ms credited: nothing.
+        assert_eq!(b.plan(at(3), 0.01, &cands), Vec::<u64>::new());
+        // A surplus does not carry past one poll: 100 idle polls buy 10 ms.
+        let mut idle = SharedBudget::default();
+        for t in 0..100 {
+            idle.plan(at(t), 0.01, &[]);
+        }
+        let cheap: Vec<Candidate> = (1..=5).map(|k| cand(k, Some(k), false, 4)).collect();
+        assert_eq!(idle.plan(at(100), 0.01, &cheap), vec![5, 4, 3]);
+    }
+
+    #[test]
+    fn shared_budget_in_the_long_run_takes_the_ratio() {
+        let t0 = std::time::Instant::now();
+        let mut b = SharedBudget::default();
+        let mut age = [0u64; 10];
+        let mut spent = Duration::ZERO;
+        for poll in 0..1000u64 {
+            let cands: Vec<Candidate> = (0..10)
+                .map(|k| cand(k as u64, Some(age[k]), false, 15))
+                .collect();
+            let chosen = b.plan(t0 + Duration::from_secs(poll), 0.01, &cands);
+            for a in &mut age {
+                *a += 1;
+            }
+            for k in &chosen {
+                age[*k as usize] = 0;
+            }
+            let took = Duration::from_millis(15) * chosen.len() as u32;
+            b.settle(took, took);
+            spent += took;
+        }
+        // 1 % of 1000 s is 10 s of census.
+        let ratio = spent.as_secs_f64() / 1000.0;
+        assert!((0.0095..=0.0105).contains(&ratio), "spent {ratio}");
+        // Round robin: no namespace waits longer than a round (150 s) + one poll.
+        assert!(age.iter().all(|&a| a <= 151), "{age:?}");
+        assert_eq!(
+            SharedBudget::round([Duration::from_millis(15); 10].into_iter(), 0.01),
+            Duration::from_millis(15_000)
+        );
+    }
+
+    #[test]
+    fn ratio_one_is_every_namespace_every_poll() {
+        let mut b = SharedBudget::default();
+        let t0 = std::time::Instant::now();
+        let cands: Vec<Candidate> = (1..=3).map(|k| cand(k, Some(1), false, 900)).collect();
+        b.plan(t0, 1.0, &cands);
+        assert_eq!(b.plan(t0 + Duration::from_secs(1), 1.0, &cands).len(), 3);
+    }
+
+    #[test]
+    fn moved_needs_a_tenth_and_eight_sockets() {
+        assert!(!Candidate::moved(1000, 1050));
+        assert!(Candidate::moved(1000, 1100));
+        assert!(Candidate::moved(1000, 900));
+        assert!(!Candidate::moved(10, 17));
+        assert!(Candidate::moved(10, 18));
+        assert!(Candidate::moved(0, 8));
     }
 
     #[test]

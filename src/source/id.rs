@@ -14,7 +14,10 @@ pub enum SourceId {
     InetDiagIpv4,
     /// inet_diag, one `SOCK_DIAG_BY_FAMILY` dump for `AF_INET6`.
     InetDiagIpv6,
-    /// inet_diag, `AF_INET` listeners only (polls between censuses).
+    /// inet_diag, listeners of both families in one dump (polls between
+    /// censuses; `TCPDIAG_GETSOCK`, as [`SourceId::InetDiag`]).
+    InetDiagListen,
+    /// inet_diag, `AF_INET` listeners only (when the one dump is refused).
     InetDiagIpv4Listen,
     /// inet_diag, `AF_INET6` listeners only.
     InetDiagIpv6Listen,
@@ -38,10 +41,11 @@ pub enum SourceId {
 
 impl SourceId {
     /// Every source, in exposition order.
-    pub const ALL: [SourceId; 13] = [
+    pub const ALL: [SourceId; 14] = [
         SourceId::InetDiag,
         SourceId::InetDiagIpv4,
         SourceId::InetDiagIpv6,
+        SourceId::InetDiagListen,
         SourceId::InetDiagIpv4Listen,
         SourceId::InetDiagIpv6Listen,
         SourceId::UnixDiag,
@@ -60,6 +64,7 @@ impl SourceId {
             SourceId::InetDiag => "inet_diag",
             SourceId::InetDiagIpv4 => "inet_diag_ipv4",
             SourceId::InetDiagIpv6 => "inet_diag_ipv6",
+            SourceId::InetDiagListen => "inet_diag_listen",
             SourceId::InetDiagIpv4Listen => "inet_diag_ipv4_listen",
             SourceId::InetDiagIpv6Listen => "inet_diag_ipv6_listen",
             SourceId::UnixDiag => "unix_diag",

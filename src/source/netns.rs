@@ -188,34 +188,56 @@ pub fn process_info(procfs: &Path, pid: u32) -> ProcessInfo {
     }
 }
 
-/// Moves the calling thread into the network namespace of `path` (and,
-/// when `uts` is given, into that UTS namespace, so that
-/// `/proc/sys/kernel/hostname` reads its hostname).
-///
-/// After this the thread's `/proc/thread-self/net` and `/proc/sys/net`
-/// are that namespace's, and sock_diag sockets it creates belong to it.
-///
-/// # Errors
-/// Opening the file (`ENOENT`: the process exited; `EACCES`: another
-/// user's process without `CAP_SYS_PTRACE`) or `setns` (`EPERM` without
-/// `CAP_SYS_ADMIN`).
-pub fn enter(path: &Path, uts: Option<&Path>) -> Result<(), SourceError> {
-    let join = |p: &Path, kind| -> Result<(), SourceError> {
-        let io = |source| SourceError::Io {
-            path: p.to_owned(),
+/// An open namespace file (`/proc/PID/ns/net`, a `/run/netns` binding,
+/// `/proc/PID/ns/uts`): the namespace itself, whatever happens to the
+/// process it was opened through, for as long as it is open (it keeps the
+/// namespace alive).
+#[derive(Debug)]
+pub struct NsFile {
+    file: File,
+    path: PathBuf,
+}
+
+impl NsFile {
+    /// Opens `path`.
+    ///
+    /// # Errors
+    /// `ENOENT`: the process exited; `EACCES`: another user's process
+    /// without `CAP_SYS_PTRACE`.
+    pub fn open(path: &Path) -> Result<NsFile, SourceError> {
+        let file = File::open(path).map_err(|source| SourceError::Io {
+            path: path.to_owned(),
             source,
-        };
-        let f = File::open(p).map_err(io)?;
-        rustix::thread::move_into_link_name_space(f.as_fd(), Some(kind)).map_err(|e| io(e.into()))
-    };
-    join(path, rustix::thread::LinkNameSpaceType::Network)?;
-    if let Some(u) = uts {
-        join(
-            u,
-            rustix::thread::LinkNameSpaceType::HostNameAndNISDomainName,
-        )?;
+        })?;
+        Ok(NsFile {
+            file,
+            path: path.to_owned(),
+        })
     }
-    Ok(())
+
+    /// An already open namespace file; `path` is what errors name.
+    pub fn from_file(file: File, path: PathBuf) -> NsFile {
+        NsFile { file, path }
+    }
+
+    /// Moves the calling thread into this namespace (`setns(2)`; `kind`
+    /// says which, and the kernel checks the file is one). After joining a
+    /// network namespace the thread's `/proc/thread-self/net` and
+    /// `/proc/sys/net` are that namespace's, and sock_diag sockets it
+    /// creates belong to it; after a UTS namespace,
+    /// `/proc/sys/kernel/hostname` is its hostname.
+    ///
+    /// # Errors
+    /// `EPERM` without `CAP_SYS_ADMIN`; `EINVAL` when the file is another
+    /// kind of namespace.
+    pub fn join(&self, kind: rustix::thread::LinkNameSpaceType) -> Result<(), SourceError> {
+        rustix::thread::move_into_link_name_space(self.file.as_fd(), Some(kind)).map_err(|e| {
+            SourceError::Io {
+                path: self.path.clone(),
+                source: e.into(),
+            }
+        })
+    }
 }
 
 /// True when the process has `CAP_SYS_ADMIN` (for `setns`) and
