@@ -27,7 +27,18 @@ const RANGE_SIZE: u64 = 100;
 /// not a census interval (its duration over a 1 % CPU budget: seconds
 /// under an emulated CPU), and the range fills well within TIME_WAIT's
 /// 60 s. The census schedule has its own test (netns_census_schedule).
-const CENSUS_EVERY_POLL: &[&str] = &["--census.cpu-budget-ratio", "1"];
+/// And a read-header timeout longer than any test: each test scrapes over
+/// one keep-alive connection ([`Scraper`]), which the agent closes once it
+/// has been idle for `--web.read-header-timeout` (10 s by default), and
+/// under an emulated CPU filling the range between two scrapes takes
+/// longer than that (bound_only on 5.10 under TCG: the scrape after 89
+/// connects found the connection closed).
+const AGENT_FLAGS: &[&str] = &[
+    "--census.cpu-budget-ratio",
+    "1",
+    "--web.read-header-timeout",
+    "1h",
+];
 
 #[test]
 #[ignore = "needs root (unshare -n) and iproute2: ./scripts/test runs it"]
@@ -147,7 +158,7 @@ fn in_range(p: u16) -> bool {
 fn tw_reuse_0() {
     let started = Instant::now();
     setup("0");
-    let mut agent = Agent::spawn(CENSUS_EVERY_POLL);
+    let mut agent = Agent::spawn(AGENT_FLAGS);
     // The scrape connection takes a port of the same range (toward
     // :9977) BEFORE the range is filled; ports are shared across
     // destinations, so it does not reduce the pool toward :7100.
@@ -261,7 +272,7 @@ fn tw_reuse_0() {
 fn tw_reuse_2() {
     let started = Instant::now();
     setup("2");
-    let mut agent = Agent::spawn(CENSUS_EVERY_POLL);
+    let mut agent = Agent::spawn(AGENT_FLAGS);
     let mut scraper = Scraper::connect(&mut agent);
     let closed = server();
 
@@ -428,7 +439,7 @@ fn bound_only() {
             s
         })
         .collect();
-    let mut agent = Agent::spawn(CENSUS_EVERY_POLL);
+    let mut agent = Agent::spawn(AGENT_FLAGS);
     let mut scraper = Scraper::connect(&mut agent);
     let listener = TcpListener::bind(SERVER).unwrap();
     let (tx, accepted) = mpsc::channel();
@@ -510,7 +521,7 @@ fn bound_only() {
 fn odd_range() {
     const ODD: u64 = 101;
     assert_eq!(setup_port_range_netns("40000 40100", "0"), ODD);
-    let mut agent = Agent::spawn(CENSUS_EVERY_POLL);
+    let mut agent = Agent::spawn(AGENT_FLAGS);
     let mut scraper = Scraper::connect(&mut agent);
     let listener = TcpListener::bind(SERVER).unwrap();
     let (mut held, mut servers, mut ports) = (Vec::new(), Vec::new(), BTreeSet::new());
@@ -705,7 +716,7 @@ fn socket_range() {
     setup("0");
     let kernel = kernel_release();
     let rule = socket_range_rule(kernel);
-    let mut agent = Agent::spawn(CENSUS_EVERY_POLL);
+    let mut agent = Agent::spawn(AGENT_FLAGS);
     let mut scraper = Scraper::connect(&mut agent);
     let listener = TcpListener::bind(SERVER).unwrap();
 
