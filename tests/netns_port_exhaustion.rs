@@ -1,7 +1,9 @@
 //! Ephemeral-port exhaustion in a private network namespace with a
 //! 100-port range (`ip_local_port_range` = 40000 40099): the agent's
 //! `sockscope_ephemeral_ports_*` figures against `ss` and against what
-//! `connect()` actually does, with `tcp_tw_reuse` = 0 and = 2.
+//! `connect()` actually does, with `tcp_tw_reuse` = 0 and = 2, with
+//! bound-only sockets, an odd-sized range, and per-socket ranges
+//! (`IP_LOCAL_PORT_RANGE`, whose handling differs by kernel).
 //!
 //! Needs root (`unshare -n`) and `ss`; marked `#[ignore]`: a plain `cargo test`
 //! reports it ignored, `./scripts/test` runs it (`common/prereq.rs`).
