@@ -1,7 +1,9 @@
 //! Ephemeral-port exhaustion in a private network namespace with a
 //! 100-port range (`ip_local_port_range` = 40000 40099): the agent's
 //! `sockscope_ephemeral_ports_*` figures against `ss` and against what
-//! `connect()` actually does, with `tcp_tw_reuse` = 0 and = 2.
+//! `connect()` actually does, with `tcp_tw_reuse` = 0 and = 2, with
+//! bound-only sockets, an odd-sized range, and per-socket ranges
+//! (`IP_LOCAL_PORT_RANGE`, whose handling differs by kernel).
 //!
 //! Needs root (`unshare -n`) and `ss`; marked `#[ignore]`: a plain `cargo test`
 //! reports it ignored, `./scripts/test` runs it (`common/prereq.rs`).
@@ -27,7 +29,18 @@ const RANGE_SIZE: u64 = 100;
 /// not a census interval (its duration over a 1 % CPU budget: seconds
 /// under an emulated CPU), and the range fills well within TIME_WAIT's
 /// 60 s. The census schedule has its own test (netns_census_schedule).
-const CENSUS_EVERY_POLL: &[&str] = &["--census.cpu-budget-ratio", "1"];
+/// And a read-header timeout longer than any test: each test scrapes over
+/// one keep-alive connection ([`Scraper`]), which the agent closes once it
+/// has been idle for `--web.read-header-timeout` (10 s by default), and
+/// under an emulated CPU filling the range between two scrapes takes
+/// longer than that (bound_only on 5.10 under TCG: the scrape after 89
+/// connects found the connection closed).
+const AGENT_FLAGS: &[&str] = &[
+    "--census.cpu-budget-ratio",
+    "1",
+    "--web.read-header-timeout",
+    "1h",
+];
 
 #[test]
 #[ignore = "needs root (unshare -n) and iproute2: ./scripts/test runs it"]
@@ -51,6 +64,12 @@ fn netns_port_exhaustion_bound_only() {
 #[ignore = "needs root (unshare -n) and iproute2: ./scripts/test runs it"]
 fn netns_port_exhaustion_odd_range() {
     run_in_netns("netns_port_exhaustion_odd_range", odd_range);
+}
+
+#[test]
+#[ignore = "needs root (unshare -n) and iproute2: ./scripts/test runs it"]
+fn netns_port_exhaustion_socket_range() {
+    run_in_netns("netns_port_exhaustion_socket_range", socket_range);
 }
 
 /// Sysctls of the tests: a 100-port range, `tcp_tw_reuse` = `tw_reuse`
@@ -141,7 +160,7 @@ fn in_range(p: u16) -> bool {
 fn tw_reuse_0() {
     let started = Instant::now();
     setup("0");
-    let mut agent = Agent::spawn(CENSUS_EVERY_POLL);
+    let mut agent = Agent::spawn(AGENT_FLAGS);
     // The scrape connection takes a port of the same range (toward
     // :9977) BEFORE the range is filled; ports are shared across
     // destinations, so it does not reduce the pool toward :7100.
@@ -255,7 +274,7 @@ fn tw_reuse_0() {
 fn tw_reuse_2() {
     let started = Instant::now();
     setup("2");
-    let mut agent = Agent::spawn(CENSUS_EVERY_POLL);
+    let mut agent = Agent::spawn(AGENT_FLAGS);
     let mut scraper = Scraper::connect(&mut agent);
     let closed = server();
 
@@ -390,14 +409,10 @@ fn tw_reuse_2() {
     println!("total {:.2?}", started.elapsed());
 }
 
-/// The kernel's (major, minor) from /proc/sys/kernel/osrelease.
+/// The kernel's (major, minor) ([`kernel_release`]).
 fn kernel_version() -> (u32, u32) {
-    let rel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
-    let mut it = rel
-        .trim()
-        .split(|c: char| !c.is_ascii_digit())
-        .map(|n| n.parse().unwrap());
-    (it.next().unwrap(), it.next().unwrap())
+    let (major, minor, _) = kernel_release();
+    (major, minor)
 }
 
 /// Sockets bound with `bind()` that neither listen nor connect hold their
@@ -426,7 +441,7 @@ fn bound_only() {
             s
         })
         .collect();
-    let mut agent = Agent::spawn(CENSUS_EVERY_POLL);
+    let mut agent = Agent::spawn(AGENT_FLAGS);
     let mut scraper = Scraper::connect(&mut agent);
     let listener = TcpListener::bind(SERVER).unwrap();
     let (tx, accepted) = mpsc::channel();
@@ -508,7 +523,7 @@ fn bound_only() {
 fn odd_range() {
     const ODD: u64 = 101;
     assert_eq!(setup_port_range_netns("40000 40100", "0"), ODD);
-    let mut agent = Agent::spawn(CENSUS_EVERY_POLL);
+    let mut agent = Agent::spawn(AGENT_FLAGS);
     let mut scraper = Scraper::connect(&mut agent);
     let listener = TcpListener::bind(SERVER).unwrap();
     let (mut held, mut servers, mut ports) = (Vec::new(), Vec::new(), BTreeSet::new());
@@ -542,5 +557,275 @@ fn odd_range() {
         free.len() as f64
     );
     drop((held, servers));
+    agent.assert_running();
+}
+
+/// `IP_LOCAL_PORT_RANGE` (include/uapi/linux/in.h; not in the libc crate):
+/// a per-socket ephemeral range, the u32 `lo | hi << 16`.
+const IP_LOCAL_PORT_RANGE: libc::c_int = 51;
+
+/// The kernel's (major, minor, sublevel). Debian's `uname -r` says
+/// `6.1.0-57-amd64` whatever the stable release; its real sublevel is in
+/// /proc/sys/kernel/version (`... Debian 6.1.192-3 ...`), used when present.
+fn kernel_release() -> (u32, u32, u32) {
+    let parse = |s: &str| -> Vec<u32> {
+        s.split(|c: char| !c.is_ascii_digit())
+            .take(3)
+            .map(|n| n.parse().unwrap_or(0))
+            .collect()
+    };
+    let mut v = parse(
+        std::fs::read_to_string("/proc/sys/kernel/osrelease")
+            .unwrap()
+            .trim(),
+    );
+    let version = std::fs::read_to_string("/proc/sys/kernel/version").unwrap();
+    if let Some(deb) = version.split("Debian ").nth(1) {
+        let d = parse(deb);
+        if d.len() == 3 && d[..2] == v[..2] {
+            v = d;
+        }
+    }
+    v.resize(3, 0);
+    (v[0], v[1], v[2])
+}
+
+/// What `connect()` does with `IP_LOCAL_PORT_RANGE` on a kernel.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum SocketRangeRule {
+    /// No such option: `setsockopt` fails with `ENOPROTOOPT`.
+    Unsupported,
+    /// The option narrows the socket's range, and `__inet_hash_connect()`
+    /// walks it as it walks the namespace's: from an even offset, ports of
+    /// `lo`'s parity first, `remaining` rounded down to even (mainline
+    /// 6.3-6.7, commit 91d0b78c5177; backported to 6.1.32 as 6728486447ee).
+    Parity,
+    /// Since 6.8 (commit 207184853dbd, "tcp/dccp: change source port
+    /// selection at connect() time"): a socket with the option walks its
+    /// range one port at a time from any offset, `remaining` not rounded.
+    Sequential,
+}
+
+fn socket_range_rule(k: (u32, u32, u32)) -> SocketRangeRule {
+    if k >= (6, 8, 0) {
+        SocketRangeRule::Sequential
+    } else if k >= (6, 3, 0) || (k.0, k.1) == (6, 1) && k.2 >= 32 {
+        SocketRangeRule::Parity
+    } else {
+        SocketRangeRule::Unsupported
+    }
+}
+
+fn set_local_port_range(s: &socket2::Socket, lo: u16, hi: u16) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let v: u32 = u32::from(lo) | (u32::from(hi) << 16);
+    // SAFETY: setsockopt reads 4 bytes from a u32 that lives across the call.
+    let rc = unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            libc::IPPROTO_IP,
+            IP_LOCAL_PORT_RANGE,
+            (&v as *const u32).cast(),
+            std::mem::size_of::<u32>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+fn get_local_port_range(s: &socket2::Socket) -> std::io::Result<u32> {
+    use std::os::fd::AsRawFd;
+    let mut v: u32 = 0;
+    let mut len = std::mem::size_of::<u32>() as libc::socklen_t;
+    // SAFETY: getsockopt writes at most `len` (4) bytes into a u32 of this frame.
+    let rc = unsafe {
+        libc::getsockopt(
+            s.as_raw_fd(),
+            libc::IPPROTO_IP,
+            IP_LOCAL_PORT_RANGE,
+            (&mut v as *mut u32).cast(),
+            &mut len,
+        )
+    };
+    if rc == 0 {
+        Ok(v)
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+/// A TCP socket toward [`SERVER`] with the per-socket range `range`
+/// (`None`: without the option); the connect()'s error is returned.
+fn connect_in(range: Option<(u16, u16)>) -> std::io::Result<TcpStream> {
+    let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    if let Some((lo, hi)) = range {
+        set_local_port_range(&s, lo, hi)
+            .unwrap_or_else(|e| panic!("IP_LOCAL_PORT_RANGE {lo}-{hi}: {e}"));
+    }
+    let addr: std::net::SocketAddr = SERVER.parse().unwrap();
+    s.connect(&addr.into())?;
+    Ok(s.into())
+}
+
+/// Connects with the per-socket range `range` until EADDRNOTAVAIL (at most
+/// one attempt more than the range has ports), holding every connection
+/// ESTABLISHED on both sides; returns the local ports in the order taken.
+fn fill_socket_range(
+    range: (u16, u16),
+    listener: &TcpListener,
+    held: &mut Vec<TcpStream>,
+) -> Vec<u16> {
+    let size = usize::from(range.1 - range.0) + 1;
+    let mut ports = Vec::new();
+    loop {
+        assert!(
+            ports.len() <= size,
+            "{} connects succeeded in a range of {size}",
+            ports.len()
+        );
+        match connect_in(Some(range)) {
+            Ok(s) => {
+                let port = s.local_addr().unwrap().port();
+                assert!(
+                    (range.0..=range.1).contains(&port),
+                    "port {port} outside the socket's range {range:?}"
+                );
+                assert!(!ports.contains(&port), "port {port} taken twice");
+                ports.push(port);
+                held.push(s);
+                held.push(listener.accept().unwrap().0);
+            }
+            Err(e) if e.raw_os_error() == Some(libc::EADDRNOTAVAIL) => return ports,
+            Err(e) => panic!("connect #{} in {range:?}: {e}", ports.len() + 1),
+        }
+    }
+}
+
+/// A per-socket range (`IP_LOCAL_PORT_RANGE`, kernel >= 6.3 and 6.1.32+)
+/// narrower than the namespace's 100 ports: connect() with it until
+/// EADDRNOTAVAIL, in an even range (20 ports) then an odd one (21), each
+/// count checked against [`SocketRangeRule`] for the running kernel; then
+/// the agent: its pool counts equal `ss`, and its `limit` and `available`
+/// are the namespace's (sock_diag does not carry a socket's range), which a
+/// connect() without the option confirms. Before the option exists,
+/// setsockopt fails with ENOPROTOOPT.
+fn socket_range() {
+    const EVEN: (u16, u16) = (40010, 40029);
+    const ODD: (u16, u16) = (40050, 40070);
+    setup("0");
+    let kernel = kernel_release();
+    let rule = socket_range_rule(kernel);
+    let mut agent = Agent::spawn(AGENT_FLAGS);
+    let mut scraper = Scraper::connect(&mut agent);
+    let listener = TcpListener::bind(SERVER).unwrap();
+
+    let probe = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    let set = set_local_port_range(&probe, EVEN.0, EVEN.1);
+    println!("kernel {kernel:?}: rule {rule:?}; setsockopt(IP_LOCAL_PORT_RANGE): {set:?}");
+    if rule == SocketRangeRule::Unsupported {
+        let e = set.expect_err("IP_LOCAL_PORT_RANGE accepted by a kernel without it");
+        assert_eq!(e.raw_os_error(), Some(libc::ENOPROTOOPT), "setsockopt: {e}");
+        let e = get_local_port_range(&probe).expect_err("getsockopt without the option");
+        assert_eq!(e.raw_os_error(), Some(libc::ENOPROTOOPT), "getsockopt: {e}");
+        // Such a kernel has only the namespace's range: the model's.
+        let m = scraper.scrape();
+        assert_eq!(
+            m.value("sockscope_ephemeral_ports_limit", &[]),
+            RANGE_SIZE as f64
+        );
+        println!("kernel {kernel:?}: no per-socket range (ENOPROTOOPT), as predicted");
+        agent.assert_running();
+        return;
+    }
+    set.unwrap_or_else(|e| panic!("kernel {kernel:?} ({rule:?}) refused the option: {e}"));
+    assert_eq!(
+        get_local_port_range(&probe).unwrap(),
+        u32::from(EVEN.0) | (u32::from(EVEN.1) << 16),
+        "getsockopt returns lo | hi << 16"
+    );
+    drop(probe);
+
+    let mut held = Vec::new();
+    // Even range: every rule takes all 20 ports.
+    let even = fill_socket_range(EVEN, &listener, &mut held);
+    println!(
+        "even range {EVEN:?}: {} connects, in order {even:?}",
+        even.len()
+    );
+    assert_eq!(even.len(), 20, "connects in a 20-port socket range");
+    if rule == SocketRangeRule::Parity {
+        // Ports of lo's parity (even) first: the first 10 are even, the
+        // next 10 odd.
+        let parity: Vec<u16> = even.iter().map(|p| (p - EVEN.0) % 2).collect();
+        assert_eq!(parity, [[0; 10], [1; 10]].concat(), "parity order {even:?}");
+    }
+
+    // Odd range: 21 ports. Sequential takes all; Parity walks 20 slots
+    // from an even offset: offset 0 misses hi, any other misses lo, so the
+    // last free port may be out of reach.
+    let odd = fill_socket_range(ODD, &listener, &mut held);
+    let free: Vec<u16> = (ODD.0..=ODD.1).filter(|p| !odd.contains(p)).collect();
+    println!(
+        "odd range {ODD:?}: {} connects, free {free:?}, in order {odd:?}",
+        odd.len()
+    );
+    match rule {
+        SocketRangeRule::Sequential => {
+            assert_eq!(odd.len(), 21, "6.8+: every port of an odd socket range");
+        }
+        _ => assert!(
+            free.is_empty() || free == [ODD.0] || free == [ODD.1],
+            "parity rule: all 21, or 20 with lo or hi free; free {free:?}"
+        ),
+    }
+
+    // The agent: the pool's sockets equal ss; limit and available are the
+    // namespace's, although these sockets' connect() is refused now.
+    let in_use = (even.len() + odd.len()) as u64;
+    let (g, m) = measure(&mut scraper, PoolTruth::read);
+    let [s, d] = pool_labels();
+    let used = |m: &common::metrics::Metrics, st| {
+        m.value("sockscope_ephemeral_ports_used", &[s, d, ("state", st)])
+    };
+    assert_eq!(g.count("ESTAB"), in_use, "{g:?}");
+    assert_eq!(g.rows.len() as u64, in_use, "{g:?}");
+    assert_eq!(used(&m, "established"), in_use as f64);
+    assert_eq!(used(&m, "time_wait"), 0.0);
+    assert_eq!(used(&m, "other"), 0.0);
+    assert_eq!(
+        m.value("sockscope_ephemeral_ports_limit", &[]),
+        RANGE_SIZE as f64,
+        "the limit is the namespace's range"
+    );
+    let avail = m.value("sockscope_ephemeral_ports_available", &pool_labels());
+    assert_eq!(avail, (RANGE_SIZE - in_use) as f64);
+    println!(
+        "agent: used {in_use} (= ss), limit {RANGE_SIZE}, available {avail} toward {SERVER}; \
+         the socket ranges have {} free",
+        free.len()
+    );
+
+    // Without the option connect() still has the namespace's ports.
+    let s = connect_in(None).expect("connect() without a socket range");
+    let port = s.local_addr().unwrap().port();
+    println!("connect() without the option took port {port}");
+    assert!(in_range(port), "port {port}");
+    assert!(
+        !(EVEN.0..=EVEN.1).contains(&port) && (!(ODD.0..=ODD.1).contains(&port) || free == [port]),
+        "port {port} was in use toward {SERVER}"
+    );
+    held.push(s);
+    held.push(listener.accept().unwrap().0);
+    let (g, m) = measure(&mut scraper, PoolTruth::read);
+    assert_eq!(g.count("ESTAB"), in_use + 1, "{g:?}");
+    assert_eq!(used(&m, "established"), (in_use + 1) as f64);
+    assert_eq!(
+        m.value("sockscope_ephemeral_ports_available", &pool_labels()),
+        (RANGE_SIZE - in_use - 1) as f64
+    );
+    drop(held);
     agent.assert_running();
 }

@@ -2,12 +2,12 @@
 //!
 //! `connect()` without `bind()` picks a local port in
 //! `__inet_hash_connect()` (net/ipv4/inet_hashtables.c): it walks
-//! `ip_local_port_range` from a random even offset, even ports first,
-//! then odd (`remaining` = the range size rounded down to even; a port
-//! past the end wraps back by `remaining`), skips `ip_local_reserved_ports`
-//! (`inet_is_local_reserved_port()`) and ports whose bind bucket came from
-//! an explicit `bind()` (listeners), and takes a port whose 4-tuple
-//! (src IP, src port, dst IP, dst port) is unused
+//! `ip_local_port_range` from a random even offset, ports of `low`'s
+//! parity first, then the others (`remaining` = the range size rounded
+//! down to even; a port past the end wraps back by `remaining`), skips
+//! `ip_local_reserved_ports` (`inet_is_local_reserved_port()`) and ports
+//! whose bind bucket came from an explicit `bind()` (listeners), and takes
+//! a port whose 4-tuple (src IP, src port, dst IP, dst port) is unused
 //! (`__inet_check_established()`). A TIME_WAIT socket holding the 4-tuple
 //! is taken over when `tcp_twsk_unique()` (net/ipv4/tcp_ipv4.c) allows it:
 //! - `tcp_tw_reuse` = 0: never;
@@ -38,6 +38,16 @@
 //! own pool only; bound-only sockets are invisible before kernel 6.8 and
 //! with `--source procfs`, so there `available` is too high by their
 //! number.
+//!
+//! Per-socket ranges (`IP_LOCAL_PORT_RANGE`, kernel >= 6.3 and 6.1.32+)
+//! are not modelled: sock_diag does not report a socket's range, so
+//! `limit` and `available` are the namespace's, and a socket with a
+//! narrower range meets `EADDRNOTAVAIL` once its own range is used up
+//! toward the destination. Since 6.8 (207184853dbd) such a socket walks
+//! its range one port at a time, every port of an odd-sized range
+//! included; before, with the parity rule above. README "The
+//! ephemeral-port model"; tests/netns_port_exhaustion.rs
+//! `netns_port_exhaustion_socket_range`.
 
 use std::net::{IpAddr, SocketAddr};
 
