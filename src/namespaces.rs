@@ -185,6 +185,9 @@ impl Namespaces {
             .plan(now, ratio, &candidates)
             .into_iter()
             .collect();
+        if !chosen.is_empty() {
+            tracing::debug!(?chosen, ?candidates, "census plan");
+        }
         let estimated: std::time::Duration = candidates
             .iter()
             .filter(|c| chosen.contains(&c.key) && c.age.is_some())

@@ -350,6 +350,137 @@ fn churn(agent: &mut common::agent::Agent, scraper: &mut Scraper) {
     );
 }
 
+/// The census budget shared by every namespace goes first to a namespace
+/// whose TCP socket count moved. With a budget that allows about one census
+/// every 1.5 s (measured first: a census costs what the host's whole TCP
+/// hash costs to walk), the test waits until namespace 1 holds the newest
+/// census of all, then opens 30 connected pairs in it (61 sockets more in
+/// its `/proc/net/sockstat`). Round robin would census every other
+/// namespace first (3: the two other children and the agent's own); the
+/// moved one must come back before they all have, and its figures then
+/// follow `ss`. All of it well within the 60 s after which the children's
+/// TIME_WAIT sockets expire (which moves every namespace).
+#[test]
+#[ignore = "needs root (unshare -n -p), iproute2 and python3: ./scripts/test runs it"]
+fn netns_all_census_goes_first_to_the_namespace_that_moved() {
+    run_unshared(
+        "netns_all_census_goes_first_to_the_namespace_that_moved",
+        PRIVATE_WORLD,
+        || {
+            run_ok("ip", &["link", "set", "lo", "up"]);
+            let dir = tempfile::tempdir().unwrap();
+            let kids: Vec<ChildNs> = (0..3).map(|k| ChildNs::start(k, dir.path())).collect();
+            let own = ns_inode("/proc/self/ns/net");
+            // What a round of censuses costs here (every inet_diag dump walks
+            // the host's one TCP hash): a census every poll, once.
+            let (probe, mut scraper) =
+                start_agent(&["--netns", "all", "--census.cpu-budget-ratio", "1"]);
+            let m = scraper.scrape_until("4 namespaces", Duration::from_secs(10), |m| {
+                m.all("sockscope_census_timestamp_seconds").len() == 4
+            });
+            let cost = m.value("sockscope_census_interval_seconds", &[("netns", &own)]);
+            drop((scraper, probe));
+            // A budget for one round in about 6 s: a census every 1.5 s.
+            let ratio = (cost / 6.0).clamp(1e-6, 0.5);
+            let ratio_arg = format!("{ratio:.9}");
+            let (mut agent, mut scraper) =
+                start_agent(&["--netns", "all", "--census.cpu-budget-ratio", &ratio_arg]);
+            let censuses = |m: &Metrics| -> Vec<(String, f64)> {
+                m.all("sockscope_census_timestamp_seconds")
+                    .iter()
+                    .map(|s| (s.labels["netns"].clone(), s.value))
+                    .collect()
+            };
+            let moved = &kids[1];
+            let m = scraper.scrape_until("4 namespaces", Duration::from_secs(10), |m| {
+                censuses(m).len() == 4
+            });
+            let round = m.value("sockscope_census_interval_seconds", &[("netns", &own)]);
+            println!(
+                "censuses of all namespaces take {:.1} ms; at ratio {ratio_arg} a round is {round:.1} s",
+                cost * 1000.0
+            );
+            let before = scraper.scrape_until(
+                "namespace 1 holding the newest census",
+                Duration::from_secs_f64(round * 3.0 + 10.0),
+                |m| {
+                    let c = censuses(m);
+                    let newest = c.iter().map(|(_, t)| *t).fold(f64::MIN, f64::max);
+                    c.iter().any(|(n, t)| *n == moved.inode && *t == newest)
+                        && c.iter().filter(|(_, t)| *t == newest).count() == 1
+                },
+            );
+            let before = censuses(&before);
+            let pid = moved.pid.to_string();
+            let mut pairs = prereq::command("nsenter")
+                .args(["-t", &pid, "-n", "--"])
+                .arg(prereq::python_with(&["socket"]))
+                .args([
+                    "-c",
+                    "import socket, sys\n\
+                     l = socket.socket(); l.bind(('127.0.0.1', 0)); l.listen(64)\n\
+                     c = [socket.create_connection(l.getsockname()) for _ in range(30)]\n\
+                     s = [l.accept()[0] for _ in range(30)]\n\
+                     print('ready', flush=True); sys.stdin.read()",
+                ])
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .spawn()
+                .unwrap_or_else(|e| panic!("spawning nsenter … python3: {e}"));
+            let mut line = String::new();
+            std::io::BufRead::read_line(
+                &mut std::io::BufReader::new(pairs.stdout.as_mut().unwrap()),
+                &mut line,
+            )
+            .unwrap();
+            assert_eq!(line.trim(), "ready", "the connected pairs");
+            let old = |c: &[(String, f64)], n: &str| {
+                c.iter().find(|(i, _)| i == n).map(|(_, t)| *t).unwrap()
+            };
+            let t_moved = old(&before, &moved.inode);
+            let after = scraper.scrape_until(
+                "a new census of namespace 1",
+                Duration::from_secs_f64(round * 2.0 + 10.0),
+                |m| old(&censuses(m), &moved.inode) > t_moved,
+            );
+            let now = censuses(&after);
+            let others_since: Vec<&(String, f64)> = now
+                .iter()
+                .filter(|(n, t)| *n != moved.inode && *t > old(&before, n))
+                .collect();
+            println!("censuses before {before:?}, when namespace 1 came back {now:?}");
+            assert!(
+                others_since.len() < 3,
+                "namespace 1 waited for every other namespace (round robin): {others_since:?}"
+            );
+            let estab = moved.ss(&["-tanH", "state", "established"]).lines().count() as f64;
+            let m = scraper.scrape_until(
+                "namespace 1's established sockets as ss counts them",
+                Duration::from_secs(5),
+                |m| {
+                    m.get(
+                        "sockscope_tcp_sockets",
+                        &[
+                            ("netns", &moved.inode),
+                            ("family", "ipv4"),
+                            ("state", "established"),
+                        ],
+                    ) == Some(estab)
+                },
+            );
+            assert!(
+                estab >= 60.0,
+                "the 30 pairs and the queued connections: {estab}"
+            );
+            drop(pairs.stdin.take());
+            let _ = pairs.wait();
+            drop(m);
+            drop(kids);
+            agent.assert_running();
+        },
+    );
+}
+
 /// Without CAP_SYS_ADMIN and CAP_SYS_PTRACE (as nobody, every capability
 /// dropped): one warning at start, the failures counted, its own
 /// namespace still served.
