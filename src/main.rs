@@ -385,6 +385,7 @@ fn run_agent(args: AgentArgs) -> Result<(), String> {
                 max_requests: args.max_requests,
                 users: web.users,
                 stats: std::sync::Arc::clone(&stats),
+                headers: web.headers,
             },
         );
         let (acceptor, reloader) = tls.unzip();
