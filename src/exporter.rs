@@ -2,7 +2,8 @@
 //! Prometheus text format 0.0.4, `/healthz` and a landing page, as an axum
 //! router that [`crate::web::conn::serve`] serves: gzip when the request
 //! accepts it, basic auth when users are configured, at most
-//! `max_requests` scrapes at once (503 beyond).
+//! `max_requests` scrapes at once (503 beyond), and the configured extra
+//! headers (`http_server_config.headers`) on every answer.
 //!
 //! Every scrape encodes the latest [`Report`] anew (nothing else is cached:
 //! the poll loop replaces the report). An encoding failure answers 500, so
@@ -12,12 +13,13 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::{Request, State};
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderName, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use tokio::sync::{Semaphore, watch};
 use tower_http::compression::CompressionLayer;
+use tower_http::set_header::SetResponseHeaderLayer;
 
 use crate::agent::Report;
 use crate::metrics::Families;
@@ -43,6 +45,9 @@ pub struct RouterConfig {
     pub users: std::collections::BTreeMap<String, String>,
     /// The web server's counters, appended to every scrape.
     pub stats: Arc<WebStats>,
+    /// `http_server_config.headers`: set on every response (401 and 503
+    /// included) that does not carry the header already.
+    pub headers: Vec<(HeaderName, HeaderValue)>,
 }
 
 /// The answer to a scrape: 200 with the exposition, or 500 with the
@@ -136,7 +141,14 @@ pub fn router(latest: watch::Receiver<Arc<Report>>, cfg: RouterConfig) -> Router
         let users = Arc::new(BasicAuth::new(cfg.users, cfg.stats));
         router = router.layer(middleware::from_fn_with_state(users, auth::require));
     }
-    router.layer(CompressionLayer::new())
+    router = router.layer(CompressionLayer::new());
+    // Outermost, so that the 401 of basic auth and the 503 of the scrape
+    // limit carry them too. exporter-toolkit sets them before its handler
+    // runs, so a handler's own value would win: hence if_not_present.
+    for (name, value) in cfg.headers {
+        router = router.layer(SetResponseHeaderLayer::if_not_present(name, value));
+    }
+    router
 }
 
 #[cfg(test)]
@@ -150,5 +162,59 @@ mod tests {
         assert_eq!(ok.headers()[header::CONTENT_TYPE], TEXT_FORMAT);
         let failed = exposition(Err("invalid label name".into()));
         assert_eq!(failed.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    }
+
+    #[tokio::test]
+    async fn extra_headers_on_every_answer_401_and_404_included() {
+        use tower::ServiceExt;
+        let report = Arc::new(Report {
+            namespaces: Vec::new(),
+            netns: None,
+            nginx: Vec::new(),
+        });
+        let (_tx, latest) = watch::channel(report);
+        let hash = bcrypt::hash("pw", 4).unwrap();
+        let router = router(
+            latest,
+            RouterConfig {
+                telemetry_path: "/metrics".into(),
+                max_requests: 0,
+                users: [("u".to_owned(), hash)].into(),
+                stats: Arc::new(WebStats::default()),
+                headers: vec![
+                    (header::X_FRAME_OPTIONS, HeaderValue::from_static("deny")),
+                    (
+                        header::CONTENT_SECURITY_POLICY,
+                        HeaderValue::from_static("default-src 'none'"),
+                    ),
+                ],
+            },
+        );
+        // "u:pw"
+        let authorized = [("authorization", "Basic dTpwdw==")];
+        for (path, auth, want) in [
+            ("/healthz", &[][..], StatusCode::OK),
+            ("/metrics", &[][..], StatusCode::UNAUTHORIZED),
+            ("/metrics", &authorized[..], StatusCode::OK),
+            ("/nowhere", &authorized[..], StatusCode::NOT_FOUND),
+        ] {
+            let mut req = axum::http::Request::get(path);
+            for (k, v) in auth {
+                req = req.header(*k, *v);
+            }
+            let resp = router
+                .clone()
+                .oneshot(req.body(axum::body::Body::empty()).unwrap())
+                .await
+                .unwrap();
+            assert_eq!(resp.status(), want, "{path}");
+            let h = resp.headers();
+            assert_eq!(h[header::X_FRAME_OPTIONS], "deny", "{path}");
+            assert_eq!(
+                h[header::CONTENT_SECURITY_POLICY],
+                "default-src 'none'",
+                "{path}"
+            );
+        }
     }
 }

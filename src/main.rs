@@ -396,8 +396,14 @@ fn run_agent(args: AgentArgs) -> Result<(), String> {
         let polling = tokio::spawn(running.run(async {
             let _ = stop_rx.await;
         }));
+        let tls_on = tls.is_some();
+        let (acceptor, reloader) = tls.unzip();
+        if let Some(r) = reloader {
+            // Installed before "serving" is logged (see on_sighup).
+            tokio::spawn(on_sighup(move || r.reload()));
+        }
         tracing::info!(address = %local, path = %args.telemetry_path, interval = ?args.interval,
-            tls = tls.is_some(), basic_auth = !web.users.is_empty(), "serving");
+            tls = tls_on, basic_auth = !web.users.is_empty(), "serving");
         let stats = std::sync::Arc::new(WebStats::default());
         let router = exporter::router(
             latest,
@@ -406,12 +412,9 @@ fn run_agent(args: AgentArgs) -> Result<(), String> {
                 max_requests: args.max_requests,
                 users: web.users,
                 stats: std::sync::Arc::clone(&stats),
+                headers: web.headers,
             },
         );
-        let (acceptor, reloader) = tls.unzip();
-        if let Some(r) = reloader {
-            tokio::spawn(on_sighup(move || r.reload()));
-        }
         let server = Server {
             router,
             tls: acceptor,

@@ -12,6 +12,7 @@ use sockscope::source::procfs::{parse_tcp, parse_tcp_line, parse_unix, parse_uni
 use sockscope::source::sock_diag::{Frame, decode_inet, decode_unix, walk_frames};
 use sockscope::source::stub_status::parse_stub_status;
 use sockscope::source::sysctl::{parse_port_list, parse_port_range};
+use sockscope::web::config::WebConfig;
 
 const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/fuzz");
 
@@ -87,6 +88,15 @@ fn sysctl(data: &[u8]) {
     }
 }
 
+/// As `fuzz/fuzz_targets/web_config.rs`: a problem is one line.
+fn web_config(data: &[u8]) {
+    if let Ok(text) = std::str::from_utf8(data)
+        && let Err(e) = WebConfig::parse(text, Path::new("/nonexistent"))
+    {
+        assert!(!e.contains(['\n', '\r']), "one line: {e:?}");
+    }
+}
+
 #[test]
 fn fuzz_fixtures_never_panic() {
     let mut n = 0;
@@ -101,6 +111,7 @@ fn fuzz_fixtures_never_panic() {
             let _ = parse_stub_status(d);
         }),
         ("sysctl", sysctl),
+        ("web_config", web_config),
     ] {
         for (name, data) in inputs(target) {
             println!("{target}: {name} ({} bytes)", data.len());
@@ -135,4 +146,23 @@ fn sock_diag_seeds_are_real_dumps() {
         assert!(done, "{name}: ends with NLMSG_DONE");
         assert!(decoded >= 4, "{name}: {decoded} sockets");
     }
+}
+
+/// The web config seeds (`tests/fixtures/fuzz/web_config/seed-*`) are
+/// real files: each parses, except the one of refused keys.
+#[test]
+fn web_config_seeds_parse() {
+    let mut n = 0;
+    for (name, data) in inputs("web_config")
+        .into_iter()
+        .filter(|(n, _)| n.contains("/seed-"))
+    {
+        let r = WebConfig::parse(
+            std::str::from_utf8(&data).unwrap(),
+            Path::new("/nonexistent"),
+        );
+        assert_eq!(r.is_ok(), !name.contains("refused"), "{name}: {r:?}");
+        n += 1;
+    }
+    assert!(n >= 5, "seeds found: {n}");
 }

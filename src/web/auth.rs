@@ -7,6 +7,11 @@
 //! verifications run on blocking threads, at most [`VERIFY_AT_ONCE`] at a
 //! time, and a pair that verified is remembered (as exporter-toolkit
 //! does) so a scraper's every request does not pay the cost again.
+//!
+//! An unknown user costs what a wrong password costs: the password is
+//! verified against a fixed dummy hash of the configured cost (as
+//! exporter-toolkit does), so answer times do not tell which user names
+//! exist.
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -25,9 +30,31 @@ pub const VERIFY_AT_ONCE: usize = 2;
 /// Verified (user, password) pairs remembered.
 const CACHE_MAX: usize = 64;
 
+/// Salt and digest of the dummy hash that an unknown user's password is
+/// verified against (no password matches it; its cost is the users').
+const DUMMY_SALT_AND_DIGEST: &str = "sockscope.dummy.salt.Ono.user.has.this.password.hash.";
+
+/// Checks a password against a bcrypt hash: [`bcrypt_verify`], or a
+/// stand-in in tests.
+pub type Verifier = Arc<dyn Fn(&str, &str) -> bool + Send + Sync>;
+
+/// `bcrypt::verify`, false on a malformed hash.
+pub fn bcrypt_verify(password: &str, hash: &str) -> bool {
+    bcrypt::verify(password, hash).unwrap_or(false)
+}
+
+/// The dummy hash of `cost` ([`DUMMY_SALT_AND_DIGEST`]).
+pub fn dummy_hash(cost: u32) -> String {
+    format!("$2y${cost:02}${DUMMY_SALT_AND_DIGEST}")
+}
+
 /// The users and what has been verified.
 pub struct BasicAuth {
     users: BTreeMap<String, String>,
+    /// Verified in place of an unknown user's hash: the highest cost among
+    /// the users' hashes (they usually share one).
+    dummy: String,
+    verify: Verifier,
     verified: Mutex<HashSet<(String, String)>>,
     verifying: Semaphore,
     stats: Arc<WebStats>,
@@ -49,31 +76,54 @@ pub fn credentials(headers: &HeaderMap) -> Option<(String, String)> {
 }
 
 impl BasicAuth {
+    /// `users` (name → bcrypt hash, as [`crate::web::config`] checked
+    /// them), verified with bcrypt.
     pub fn new(users: BTreeMap<String, String>, stats: Arc<WebStats>) -> BasicAuth {
+        BasicAuth::with_verifier(users, stats, Arc::new(bcrypt_verify))
+    }
+
+    /// [`BasicAuth::new`] with `verify` in place of bcrypt.
+    pub fn with_verifier(
+        users: BTreeMap<String, String>,
+        stats: Arc<WebStats>,
+        verify: Verifier,
+    ) -> BasicAuth {
+        let cost = users
+            .values()
+            .filter_map(|h| h.parse::<bcrypt::HashParts>().ok())
+            .map(|p| p.get_cost())
+            .max()
+            .unwrap_or(bcrypt::DEFAULT_COST);
         BasicAuth {
             users,
+            dummy: dummy_hash(cost),
+            verify,
             verified: Mutex::new(HashSet::new()),
             verifying: Semaphore::new(VERIFY_AT_ONCE),
             stats,
         }
     }
 
-    /// True when `password` is `user`'s.
+    /// True when `password` is `user`'s. An unknown user goes through the
+    /// same steps as a wrong password (the wait for a verification slot,
+    /// one verification against the dummy hash) and is refused.
     pub async fn check(&self, user: &str, password: &str) -> bool {
-        let Some(hash) = self.users.get(user) else {
-            return false;
+        let (hash, known) = match self.users.get(user) {
+            Some(h) => (h.clone(), true),
+            None => (self.dummy.clone(), false),
         };
         let key = (user.to_owned(), password.to_owned());
-        if self.cache().contains(&key) {
+        if known && self.cache().contains(&key) {
             return true;
         }
         let Ok(_permit) = self.verifying.acquire().await else {
             return false;
         };
-        let (hash, pw) = (hash.clone(), password.to_owned());
-        let ok = tokio::task::spawn_blocking(move || bcrypt::verify(pw, &hash).unwrap_or(false))
+        let (verify, pw) = (Arc::clone(&self.verify), password.to_owned());
+        let matched = tokio::task::spawn_blocking(move || verify(&pw, &hash))
             .await
             .unwrap_or(false);
+        let ok = matched && known;
         if ok {
             let mut cache = self.cache();
             if cache.len() >= CACHE_MAX {

@@ -1,6 +1,7 @@
 //! Test certificates made with `openssl` (the Debian package): a CA, a
 //! server certificate for `localhost` and `127.0.0.1` signed by it, a
-//! client certificate signed by it, and a key that matches neither.
+//! client certificate signed by it, and a key that matches neither; more
+//! leaves signed by the CA ([`leaf`]) or by themselves ([`self_signed`]).
 
 use std::path::{Path, PathBuf};
 
@@ -40,9 +41,10 @@ fn openssl(dir: &Path, args: &[&str]) {
     );
 }
 
-/// A leaf key and certificate `name` signed by the CA, with `ext` (an
-/// openssl extension section's lines).
-fn leaf(dir: &Path, name: &str, cn: &str, ext: &str) {
+/// A leaf key and certificate `name` (`dir/name.key`, `dir/name.crt`)
+/// signed by the CA of [`make`] in `dir`, with `ext` (an openssl extension
+/// section's lines).
+pub fn leaf(dir: &Path, name: &str, cn: &str, ext: &str) {
     let ext_file = format!("{name}.ext");
     std::fs::write(dir.join(&ext_file), ext).unwrap();
     openssl(
@@ -80,6 +82,32 @@ fn leaf(dir: &Path, name: &str, cn: &str, ext: &str) {
             "-out",
             &format!("{name}.crt"),
         ],
+    );
+}
+
+/// A self-signed key and certificate `name` (`dir/name.key`,
+/// `dir/name.crt`) with the extension `ext` (e.g.
+/// `subjectAltName=DNS:x`).
+pub fn self_signed(dir: &Path, name: &str, cn: &str, ext: &str) {
+    openssl(
+        dir,
+        &[
+            &["req", "-x509"][..],
+            NEW_EC_KEY,
+            &[
+                "-keyout",
+                &format!("{name}.key"),
+                "-out",
+                &format!("{name}.crt"),
+                "-subj",
+                &format!("/CN={cn}"),
+                "-days",
+                "2",
+                "-addext",
+                ext,
+            ],
+        ]
+        .concat(),
     );
 }
 
