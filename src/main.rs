@@ -405,6 +405,10 @@ fn run_agent(args: AgentArgs) -> Result<(), String> {
         tracing::info!(address = %local, path = %args.telemetry_path, interval = ?args.interval,
             tls = tls_on, basic_auth = !web.users.is_empty(), "serving");
         let stats = std::sync::Arc::new(WebStats::default());
+        tokio::spawn(sockscope::web::trim::trim_after_closes(
+            std::sync::Arc::clone(&stats),
+            std::time::Duration::from_secs(1),
+        ));
         let router = exporter::router(
             latest,
             exporter::RouterConfig {

@@ -7,8 +7,7 @@
 //!   every second answers 200 within 2 s; the agent's peak RSS (VmHWM)
 //!   stays ≤ 24 MB; every stalled connection is closed within the header
 //!   timeout plus a second; afterwards the agent is back to its resting
-//!   connection count, and its RSS below the peak (glibc keeps some freed
-//!   memory: not all the way back to rest, see the assertion).
+//!   connection count and, within a few seconds, its resting RSS (+1 MiB).
 
 mod common;
 
@@ -79,6 +78,9 @@ const STALLED: usize = 3000;
 const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
 /// The bound on the agent's peak RSS.
 const HWM_BOUND_KIB: u64 = 24 * 1024;
+
+/// How far above its resting RSS the agent may stay after the flood.
+const RSS_SLACK_KIB: u64 = 1024;
 
 /// VmHWM and VmRSS of `pid`, KiB.
 fn vm(pid: u32) -> (u64, u64) {
@@ -231,11 +233,7 @@ fn slowloris() {
         "peak RSS {hwm} KiB > {HWM_BOUND_KIB} KiB"
     );
 
-    // Back to rest: the connection count. The RSS comes down, but not all
-    // the way: glibc's malloc keeps part of the freed connection state in
-    // its arenas (measured: rest 15 MB, peak 22.7 MB, after 21 MB with the
-    // debug binary); bounded here so that a leak (growth per connection,
-    // 3,000 of them) would still fail.
+    // Back to rest: the connection count.
     let m = wait_for(
         "the agent's connections back to rest",
         Duration::from_secs(10),
@@ -263,11 +261,22 @@ fn slowloris() {
         STALLED as f64,
         "{evicted} + {timed_out}"
     );
-    let (_, rss_after) = vm(pid);
-    println!("slowloris: VmRSS at rest {rest_rss} KiB, after {rss_after} KiB");
-    assert!(
-        rss_after <= hwm && rss_after <= rest_rss + 8 * 1024,
-        "RSS after the flood: {rss_after} KiB, {rest_rss} KiB before, peak {hwm} KiB"
+    // Back to rest: the RSS, once the agent has handed the closed
+    // connections' memory back (src/web/trim.rs: a second after the churn
+    // stops). What stays is glibc's and the kernel's slack, bounded here
+    // well below one connection's share of the flood (3,000 × ~2 KiB).
+    let rss_after = wait_for(
+        "the agent's RSS back to rest",
+        Duration::from_secs(10),
+        || {
+            let (_, rss) = vm(pid);
+            if rss <= rest_rss + RSS_SLACK_KIB {
+                Ok(rss)
+            } else {
+                Err(format!("VmRSS {rss} KiB, rest {rest_rss} KiB"))
+            }
+        },
     );
+    println!("slowloris: VmRSS at rest {rest_rss} KiB, after {rss_after} KiB (peak {hwm} KiB)");
     agent.assert_running();
 }

@@ -102,6 +102,13 @@ impl WebStats {
         self.open.load(Ordering::Relaxed)
     }
 
+    /// Connections that ended since start (accepted − open).
+    pub fn ended_total(&self) -> u64 {
+        self.accepted
+            .load(Ordering::Relaxed)
+            .saturating_sub(self.open.load(Ordering::Relaxed))
+    }
+
     /// Every family, each reason present from the start (at 0).
     pub fn encode(&self, out: &mut Families) {
         let get = |a: &AtomicU64| a.load(Ordering::Relaxed) as f64;
