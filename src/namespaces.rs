@@ -67,6 +67,15 @@ struct Entry {
     sockets_now: Option<u64>,
 }
 
+/// CPU time of the calling thread (`CLOCK_THREAD_CPUTIME_ID`).
+fn thread_cpu_time() -> std::time::Duration {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
+    std::time::Duration::new(
+        t.tv_sec.max(0) as u64,
+        t.tv_nsec.clamp(0, 999_999_999) as u32,
+    )
+}
+
 fn tcp_sockets(s: &crate::collector::Sample) -> Option<u64> {
     let st = s.sockstat.as_ref()?;
     Some(st.tcp_inuse? + st.tcp_tw.unwrap_or(0))
@@ -77,6 +86,8 @@ pub struct Namespaces {
     cfg: NamespacesConfig,
     entries: BTreeMap<u64, Entry>,
     budget: SharedBudget,
+    /// CPU time of the latest poll besides its paid censuses.
+    overhead: std::time::Duration,
     errors_total: [u64; ErrorReason::ALL.len()],
     /// The thread's own namespaces, to come back to, and the inode of
     /// its network namespace (polled without `setns`, so that it is served
@@ -122,6 +133,7 @@ impl Namespaces {
             cfg,
             entries: BTreeMap::new(),
             budget: SharedBudget::default(),
+            overhead: std::time::Duration::ZERO,
             errors_total: [0; ErrorReason::ALL.len()],
             home_net,
             home_uts,
@@ -147,6 +159,7 @@ impl Namespaces {
     /// [`SharedBudget::plan`] chose it), and returns the reported ones
     /// (sorted by inode) with the discovery figures.
     pub fn poll(&mut self) -> (Vec<NamespaceSample>, NetnsStats) {
+        let cpu0 = thread_cpu_time();
         let d = netns::discover(&self.cfg.procfs, &self.cfg.run_netns);
         for r in &d.errors {
             self.errors_total[r.index()] += 1;
@@ -182,7 +195,7 @@ impl Namespaces {
             .collect();
         let chosen: std::collections::BTreeSet<u64> = self
             .budget
-            .plan(now, ratio, &candidates)
+            .plan(now, ratio, self.overhead, &candidates)
             .into_iter()
             .collect();
         if !chosen.is_empty() {
@@ -220,12 +233,16 @@ impl Namespaces {
         }
         self.go_home();
         self.budget.settle(estimated, actual);
+        // What this poll spent besides censuses, paid first next poll.
+        self.overhead = thread_cpu_time()
+            .saturating_sub(cpu0)
+            .saturating_sub(actual);
         // Every namespace's census is at most about one round old.
         let round = SharedBudget::round(
             self.entries
                 .values()
                 .filter_map(|e| e.poller.last_census().map(|(_, d)| d)),
-            ratio,
+            self.budget.census_ratio(ratio),
         );
         for s in &mut out {
             s.sample.census.interval_seconds = round.as_secs_f64();
@@ -281,7 +298,7 @@ impl Namespaces {
                 },
                 poller: Poller::new(
                     self.cfg.poller.clone(),
-                    Kernel::new(ProcRoot::thread_namespace(&procfs)),
+                    Kernel::new(ProcRoot::thread_namespace(&procfs)).keep_sockstat_open(),
                 ),
                 info: None,
                 sockets_at_census: None,

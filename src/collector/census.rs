@@ -86,7 +86,8 @@ impl Candidate {
 
 /// One census budget shared by many namespaces (`--netns all`):
 /// `--census.cpu-budget-ratio` of one CPU in all, spent where it tells
-/// most. Each poll credits `ratio` × the time since the previous one (a
+/// most. Each poll credits `ratio` × the time since the previous one,
+/// less what the previous poll spent outside censuses (at most half; a
 /// surplus does not carry beyond one poll; a debt does) and spends it, in
 /// order, on: the namespaces that must take a census, then those whose
 /// TCP socket count moved since their census, then the rest, oldest
@@ -102,18 +103,35 @@ pub struct SharedBudget {
     /// Nanoseconds of CPU that may be spent; negative: owed.
     credit_ns: i64,
     last: Option<std::time::Instant>,
+    /// The ratio the censuses got at the latest plan (after the overhead).
+    census_ratio: Option<f64>,
 }
 
 impl SharedBudget {
     /// The keys to census on the poll at `now`, in the order above; the
-    /// estimated cost of each is taken from the credit.
-    pub fn plan(&mut self, now: std::time::Instant, ratio: f64, cands: &[Candidate]) -> Vec<u64> {
+    /// estimated cost of each is taken from the credit. `overhead` is
+    /// what the previous poll spent besides censuses (discovery, the
+    /// listener and counter reads of every namespace): it is paid from the
+    /// same budget first, up to half of what the poll credits, so that
+    /// the agent's whole sampling stays within the ratio while the
+    /// censuses keep at least half of it.
+    pub fn plan(
+        &mut self,
+        now: std::time::Instant,
+        ratio: f64,
+        overhead: Duration,
+        cands: &[Candidate],
+    ) -> Vec<u64> {
         let ratio = ratio.clamp(0.0, 1.0);
         let gap = self
             .last
             .map_or(Duration::ZERO, |t| now.saturating_duration_since(t));
         self.last = Some(now);
         let accrued = nanos(gap.mul_f64(ratio));
+        let accrued = accrued - nanos(overhead).min(accrued / 2);
+        if !gap.is_zero() {
+            self.census_ratio = Some(accrued as f64 / gap.as_nanos() as f64);
+        }
         self.credit_ns = self.credit_ns.saturating_add(accrued).min(accrued);
         let mut order: Vec<&Candidate> = cands.iter().collect();
         order.sort_by(|a, b| {
@@ -142,6 +160,12 @@ impl SharedBudget {
             .credit_ns
             .saturating_add(nanos(estimated))
             .saturating_sub(nanos(actual));
+    }
+
+    /// The share of a CPU the censuses got at the latest plan: the ratio
+    /// less the overhead it paid (`ratio` before the second plan).
+    pub fn census_ratio(&self, ratio: f64) -> f64 {
+        self.census_ratio.unwrap_or(ratio)
     }
 
     /// The longest a namespace waits for its next census at this budget:
@@ -229,10 +253,10 @@ mod tests {
             cand(4, None, false, 0),
         ];
         // First poll: no credit yet; only the new namespace (free).
-        assert_eq!(b.plan(at(0), 0.01, &cands), vec![4]);
+        assert_eq!(b.plan(at(0), 0.01, Duration::ZERO, &cands), vec![4]);
         let cands = &cands[..3];
         // 1 s at 1 %: 10 ms of credit, one census: the moved one first.
-        assert_eq!(b.plan(at(1), 0.01, cands), vec![3]);
+        assert_eq!(b.plan(at(1), 0.01, Duration::ZERO, cands), vec![3]);
         b.settle(Duration::from_millis(15), Duration::from_millis(15));
         // 5 ms owed, 10 ms credited: one more, the oldest.
         let cands = [
@@ -240,16 +264,22 @@ mod tests {
             cand(2, Some(10), false, 15),
             cand(3, Some(1), false, 15),
         ];
-        assert_eq!(b.plan(at(2), 0.01, &cands), vec![2]);
+        assert_eq!(b.plan(at(2), 0.01, Duration::ZERO, &cands), vec![2]);
         // 10 ms owed, 10 ms credited: nothing.
-        assert_eq!(b.plan(at(3), 0.01, &cands), Vec::<u64>::new());
+        assert_eq!(
+            b.plan(at(3), 0.01, Duration::ZERO, &cands),
+            Vec::<u64>::new()
+        );
         // A surplus does not carry past one poll: 100 idle polls buy 10 ms.
         let mut idle = SharedBudget::default();
         for t in 0..100 {
-            idle.plan(at(t), 0.01, &[]);
+            idle.plan(at(t), 0.01, Duration::ZERO, &[]);
         }
         let cheap: Vec<Candidate> = (1..=5).map(|k| cand(k, Some(k), false, 4)).collect();
-        assert_eq!(idle.plan(at(100), 0.01, &cheap), vec![5, 4, 3]);
+        assert_eq!(
+            idle.plan(at(100), 0.01, Duration::ZERO, &cheap),
+            vec![5, 4, 3]
+        );
     }
 
     #[test]
@@ -262,7 +292,7 @@ mod tests {
             let cands: Vec<Candidate> = (0..10)
                 .map(|k| cand(k as u64, Some(age[k]), false, 15))
                 .collect();
-            let chosen = b.plan(t0 + Duration::from_secs(poll), 0.01, &cands);
+            let chosen = b.plan(t0 + Duration::from_secs(poll), 0.01, Duration::ZERO, &cands);
             for a in &mut age {
                 *a += 1;
             }
@@ -285,12 +315,45 @@ mod tests {
     }
 
     #[test]
+    fn overhead_is_paid_first_up_to_half() {
+        let t0 = std::time::Instant::now();
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        let cands: Vec<Candidate> = (1..=4).map(|k| cand(k, Some(10 + k), false, 3)).collect();
+        let mut b = SharedBudget::default();
+        b.plan(at(0), 0.01, Duration::ZERO, &[]);
+        // 10 ms credited, 4 ms overhead: 6 ms, two 3 ms censuses.
+        assert_eq!(
+            b.plan(at(1), 0.01, Duration::from_millis(4), &cands),
+            vec![4, 3]
+        );
+        let mut b = SharedBudget::default();
+        b.plan(at(0), 0.01, Duration::ZERO, &[]);
+        // 9 ms overhead: only half (5 ms) is charged, so two censuses
+        // (charged whole it would leave 1 ms: one).
+        assert_eq!(
+            b.plan(at(1), 0.01, Duration::from_millis(9), &cands),
+            vec![4, 3]
+        );
+        // No overhead: four.
+        let mut b = SharedBudget::default();
+        b.plan(at(0), 0.01, Duration::ZERO, &[]);
+        assert_eq!(
+            b.plan(at(1), 0.01, Duration::ZERO, &cands),
+            vec![4, 3, 2, 1]
+        );
+    }
+
+    #[test]
     fn ratio_one_is_every_namespace_every_poll() {
         let mut b = SharedBudget::default();
         let t0 = std::time::Instant::now();
         let cands: Vec<Candidate> = (1..=3).map(|k| cand(k, Some(1), false, 900)).collect();
-        b.plan(t0, 1.0, &cands);
-        assert_eq!(b.plan(t0 + Duration::from_secs(1), 1.0, &cands).len(), 3);
+        b.plan(t0, 1.0, Duration::ZERO, &cands);
+        assert_eq!(
+            b.plan(t0 + Duration::from_secs(1), 1.0, Duration::ZERO, &cands)
+                .len(),
+            3
+        );
     }
 
     #[test]

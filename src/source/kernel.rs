@@ -21,6 +21,9 @@ pub struct Kernel {
     procfs: ProcRoot,
     netlink: Option<SockDiag>,
     dump_timeout: Duration,
+    /// `net/sockstat` kept open and re-read from offset 0 each time
+    /// ([`Kernel::keep_sockstat_open`]).
+    sockstat: Option<Option<std::fs::File>>,
 }
 
 impl Kernel {
@@ -32,7 +35,18 @@ impl Kernel {
             procfs,
             netlink: None,
             dump_timeout: DUMP_TIMEOUT,
+            sockstat: None,
         }
+    }
+
+    /// Keeps `net/sockstat` open between reads (the kernel regenerates a
+    /// seq file read from offset 0, and the file stays bound to the
+    /// namespace it was opened in): `--netns all` reads it in every
+    /// namespace every poll, where the path walk through
+    /// `/proc/thread-self` cost more than the read. One descriptor more.
+    pub fn keep_sockstat_open(mut self) -> Kernel {
+        self.sockstat = Some(None);
+        self
     }
 
     /// The `/proc` root.
@@ -50,9 +64,26 @@ impl Kernel {
         Netstat::read(&self.procfs)
     }
 
-    /// `net/sockstat` ([`Sockstat::read`]).
-    pub fn sockstat(&self) -> Result<(Sockstat, ReadStats), SourceError> {
-        Sockstat::read(&self.procfs)
+    /// `net/sockstat` ([`Sockstat::read`]; through the kept file with
+    /// [`Kernel::keep_sockstat_open`], reopened after a failure).
+    pub fn sockstat(&mut self) -> Result<(Sockstat, ReadStats), SourceError> {
+        let Some(kept) = &mut self.sockstat else {
+            return Sockstat::read(&self.procfs);
+        };
+        let path = self.procfs.join("net/sockstat");
+        let io = |source| SourceError::Io {
+            path: path.clone(),
+            source,
+        };
+        let file = match kept {
+            Some(f) => f,
+            None => kept.insert(std::fs::File::open(&path).map_err(io)?),
+        };
+        let text = read_from_start(file).map_err(|e| {
+            *kept = None;
+            io(e)
+        })?;
+        Ok(Sockstat::parse(&text))
     }
 
     /// True when the kernel serves the one-dump request for both families
@@ -140,4 +171,19 @@ impl Kernel {
             source,
         })
     }
+}
+
+/// The whole of `file` from offset 0 (pread(2)), as text.
+fn read_from_start(file: &std::fs::File) -> std::io::Result<String> {
+    use std::os::unix::fs::FileExt;
+    let mut bytes = Vec::with_capacity(1024);
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = file.read_at(&mut buf, bytes.len() as u64)?;
+        if n == 0 {
+            break;
+        }
+        bytes.extend_from_slice(&buf[..n]);
+    }
+    String::from_utf8(bytes).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
 }
