@@ -35,7 +35,10 @@ use netlink_packet_sock_diag::{
 };
 use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_SOCK_DIAG};
 
-const TCP_ALL_STATES: u32 = 0x1ffe;
+/// The census's states: every TCP state and `TCPF_BOUND_INACTIVE` (1 << 13,
+/// bound-only sockets, kernel ≥ 6.8; it makes the kernel walk its bind hash
+/// too, and an older kernel ignores the bit), as `src/source/sock_diag.rs`.
+const TCP_ALL_STATES: u32 = 0x1ffe | 1 << 13;
 const TCP_LISTEN_ONLY: u32 = 1 << 10;
 
 #[derive(Default, Clone, Copy)]
