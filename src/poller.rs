@@ -182,12 +182,6 @@ impl Poller {
         &self.cfg
     }
 
-    /// Changes the census schedule from the next census on (`--netns all`
-    /// gives each namespace its share of the one budget).
-    pub fn set_census_policy(&mut self, census: CensusPolicy) {
-        self.cfg.census = census;
-    }
-
     /// Reads the sources once: listener queues and counters always;
     /// every socket (the census) when [`CensusPolicy`] says it is due, or
     /// when the listener-only dump fails; the sysctls with the census, and
