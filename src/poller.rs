@@ -146,6 +146,25 @@ fn stale<T>(c: &Option<Carried<T>>, now: Instant, max_age: Duration) -> bool {
         .is_none_or(|(at, v, _)| v.is_none() || now.saturating_duration_since(*at) >= max_age)
 }
 
+/// Reads `id` into `slot` through `health` when `due` or when what `slot`
+/// holds is [`stale`] at `now` for `max_age`, else keeps it; returns the
+/// value and its status either way.
+fn refresh<T: Clone>(
+    slot: &mut Option<Carried<T>>,
+    due: bool,
+    (now, max_age): (Instant, Duration),
+    health: &mut Health,
+    id: SourceId,
+    read: impl FnOnce() -> Result<(T, ReadStats), SourceError>,
+) -> (Option<T>, SourceStatus) {
+    if due || stale(slot, now, max_age) {
+        let (v, st) = health.execute(id, read);
+        *slot = Some((now, v, st));
+    }
+    let (_, v, st) = slot.clone().expect("read above or carried");
+    (v, st)
+}
+
 /// Who decides whether a poll runs the census ([`Poller::poll_with`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CensusChoice {
@@ -218,13 +237,14 @@ impl Poller {
 
         let mut sources = Vec::new();
         let max_age = self.cfg.census.max_interval;
-        if due || stale(&self.sysctls, started, max_age) {
-            let (s, st) = self
-                .health
-                .execute(SourceId::Sysctl, || self.kernel.sysctls());
-            self.sysctls = Some((started, s, st));
-        }
-        let (_, sysctls, st) = self.sysctls.clone().expect("read above or carried");
+        let (sysctls, st) = refresh(
+            &mut self.sysctls,
+            due,
+            (started, max_age),
+            &mut self.health,
+            SourceId::Sysctl,
+            || self.kernel.sysctls(),
+        );
         sources.push(st);
 
         let mut tick_sources = Vec::new();
@@ -246,14 +266,14 @@ impl Poller {
         sources.extend(census.sources.iter().cloned());
         sources.extend(tick_sources);
 
-        let netstat_due = !self.cfg.netstat_with_census || fresh;
-        if netstat_due || stale(&self.netstat, started, max_age) {
-            let (n, st) = self
-                .health
-                .execute(SourceId::ProcNetNetstat, || self.kernel.netstat());
-            self.netstat = Some((started, n, st));
-        }
-        let (_, netstat, st) = self.netstat.clone().expect("read above or carried");
+        let (netstat, st) = refresh(
+            &mut self.netstat,
+            !self.cfg.netstat_with_census || fresh,
+            (started, max_age),
+            &mut self.health,
+            SourceId::ProcNetNetstat,
+            || self.kernel.netstat(),
+        );
         sources.push(st);
         let (sockstat, st) = self
             .health
