@@ -465,10 +465,27 @@ fn bench_ephemeral(c: &mut Criterion) {
             expires_ms: None,
         };
         e.observe(&model, &listening.ports, &s);
+        // And one TIME_WAIT socket per pool, for the forecast.
+        let tw = TcpSocket {
+            state: TcpState::TimeWait,
+            local: SocketAddr::new(Ipv4Addr::new(10, 255, 0, 1).into(), 40001),
+            expires_ms: Some(30_000 + i % 30_000),
+            ..s
+        };
+        e.observe(&model, &listening.ports, &tw);
     }
     g.throughput(Throughput::Elements(u64::from(pools)));
+    let mut entries = ephemeral_ports::PoolEntries::default();
     g.bench_function("report_10k_pools", |b| {
-        b.iter(|| black_box(ephemeral_ports::report(&model, &listening.ports, &e, 20)))
+        b.iter(|| {
+            black_box(ephemeral_ports::report(
+                &model,
+                &listening.ports,
+                &e,
+                20,
+                &mut entries,
+            ))
+        })
     });
     g.finish();
 }

@@ -128,6 +128,29 @@ pub struct ListenQueue {
     /// second word of `UNIX_DIAG_RQLEN`). `None` from procfs, which does not
     /// print it.
     pub limit: Option<u32>,
+    /// TCP listeners read by inet_diag with `INET_DIAG_SKMEMINFO`: the
+    /// socket's `sk_drops` and its identity. `None` for UNIX, procfs, and
+    /// dumps that did not ask for it.
+    pub drops: Option<SocketDrops>,
+}
+
+/// A listening socket's drop count and identity, from one inet_diag dump.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SocketDrops {
+    /// `idiag_cookie` (`sock_gen_cookie()`): unique per socket for the
+    /// kernel's uptime, so a listener that closes and reopens (or an
+    /// `SO_REUSEPORT` member that restarts) is a new socket whose
+    /// `sk_drops` starts at 0.
+    pub cookie: u64,
+    /// `sk_drops`: `SK_MEMINFO_DROPS` of the `INET_DIAG_SKMEMINFO`
+    /// attribute (`sk_get_meminfo()`, net/core/sock.c; `ss -tlm` prints it
+    /// as `d…`). For a listener, `tcp_listendrop()` counts every SYN or
+    /// final ACK dropped because the accept queue (or the SYN queue) was
+    /// full, and every other discard on the socket (a socket filter, a full
+    /// backlog): a superset of its share of TcpExt `ListenDrops`. A drop
+    /// at the final-ACK stage counts twice (`tcp_listendrop()` and the
+    /// discard path of `tcp_v4_rcv()`). Wraps at 2^32.
+    pub drops: u32,
 }
 
 /// The two queue fields of a TCP socket: inet_diag `idiag_rqueue` and

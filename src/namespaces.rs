@@ -100,6 +100,14 @@ pub struct Namespaces {
     /// own and at the end of a poll).
     away_net: bool,
     away_uts: bool,
+    /// `--listen.max-listeners` and `--ephemeral.top-destinations`, applied
+    /// across namespaces (each namespace's poller has no cap of its own),
+    /// and the aggregate rows' counters per namespace.
+    max_listeners: usize,
+    top_destinations: usize,
+    listener_caps: std::collections::HashMap<u64, listen_queue::ListenerCap>,
+    pool_caps:
+        std::collections::HashMap<u64, crate::collector::cap::OtherCounters<(String, String), 1>>,
 }
 
 impl Namespaces {
@@ -110,6 +118,8 @@ impl Namespaces {
     /// When `/proc/thread-self/ns/{net,uts}` cannot be opened.
     pub fn new(mut cfg: NamespacesConfig) -> Result<Namespaces, SourceError> {
         cfg.poller.netstat_with_census = true;
+        let max_listeners = std::mem::replace(&mut cfg.poller.max_listeners, usize::MAX);
+        let top_destinations = std::mem::replace(&mut cfg.poller.top_destinations, usize::MAX);
         let open = |rel: &str| {
             let path = cfg.procfs.join(rel);
             File::open(&path).map_err(|source| SourceError::Io { path, source })
@@ -140,6 +150,10 @@ impl Namespaces {
             home_inode,
             away_net: false,
             away_uts: false,
+            max_listeners,
+            top_destinations,
+            listener_caps: Default::default(),
+            pool_caps: Default::default(),
         })
     }
 
@@ -248,14 +262,17 @@ impl Namespaces {
             s.sample.census.interval_seconds = round.as_secs_f64();
         }
         let over_limit = self.select(&mut out);
-        let mut listeners: Vec<&mut Vec<_>> =
-            out.iter_mut().map(|s| &mut s.sample.listeners).collect();
-        listen_queue::cap_across(&mut listeners, self.cfg.poller.max_listeners);
-        let mut pools: Vec<&mut _> = out
+        let key = |s: &NamespaceSample| s.netns.as_ref().map_or(self.home_inode, |n| n.inode);
+        let mut listeners: Vec<(u64, &mut Vec<_>)> = out
             .iter_mut()
-            .filter_map(|s| s.sample.ephemeral.as_mut())
+            .map(|s| (key(s), &mut s.sample.listeners))
             .collect();
-        ephemeral_ports::cap_across(&mut pools, self.cfg.poller.top_destinations);
+        listen_queue::cap_across(&mut listeners, self.max_listeners, &mut self.listener_caps);
+        let mut pools: Vec<(u64, &mut _)> = out
+            .iter_mut()
+            .filter_map(|s| Some((key(s), s.sample.ephemeral.as_mut()?)))
+            .collect();
+        ephemeral_ports::cap_across(&mut pools, self.top_destinations, &mut self.pool_caps);
         let stats = NetnsStats {
             discovered: live.len() as u64,
             over_limit,

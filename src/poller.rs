@@ -11,16 +11,19 @@ use std::time::{Duration, Instant};
 
 use crate::collector::Sample;
 use crate::collector::census::{CensusInfo, CensusPolicy};
-use crate::collector::ephemeral_ports::{self, EphemeralPorts, EphemeralReport, PortModel};
+use crate::collector::ephemeral_ports::{
+    self, EphemeralPorts, EphemeralReport, PoolEntries, PortModel,
+};
 use crate::collector::health::{Health, SourceStatus};
-use crate::collector::listen_queue::{self, FullTime, TcpListeners, UnixListeners};
+use crate::collector::listen_queue::{self, ListenerTotals, PortSet, TcpListeners, UnixListeners};
 use crate::collector::tcp_states::TcpStates;
 use crate::collector::unix_states::UnixStates;
-use crate::model::{Family, TcpSocket, UnixSocket};
+use crate::model::{Family, TcpSocket, TcpState, UnixSocket};
 use crate::source::counters::Netstat;
 use crate::source::kernel::Kernel;
 use crate::source::sock_diag::{
-    TCP_ALL_STATES, TCP_LISTEN_ONLY, UNIX_ALL_STATES, UNIX_LISTEN_ONLY,
+    EXT_SKMEMINFO, TCP_ALL_STATES, TCP_LISTEN_ONLY, TCPF_BOUND_INACTIVE, UNIX_ALL_STATES,
+    UNIX_LISTEN_ONLY,
 };
 use crate::source::sysctl::Sysctls;
 use crate::source::{ReadStats, SourceError, SourceId};
@@ -75,6 +78,42 @@ struct Census {
     sources: Vec<SourceStatus>,
 }
 
+/// Bound-only sockets (`TCPF_BOUND_INACTIVE`, kernel ≥ 6.8): their ports,
+/// as of the latest census that asked for them.
+///
+/// Asking for them makes the kernel walk its whole bind hash — a bucket
+/// for every port in use, TIME_WAIT included — before the established
+/// hash, which made the census 30–60 % dearer at 35k sockets, for sockets
+/// that are rare and long-lived. So the census asks for them only when
+/// [`BoundOnly::due`]: on the first census; when, by the next census, the
+/// figure would be older than `--census.max-interval`; and on every
+/// census while a pool is near exhaustion
+/// ([`EphemeralReport::near_exhaustion`]). In between, the ports read last
+/// are carried into each census. A bound-only socket is therefore out of
+/// `available` at most `--census.max-interval` plus one poll after it
+/// was bound, and a released one is back as late.
+#[derive(Debug, Default)]
+struct BoundOnly {
+    /// When the latest census that read them started.
+    read_at: Option<Instant>,
+    ports: PortSet,
+    /// How many, per family (IPv4, IPv6): carried into the `close` state
+    /// count of the censuses that do not read them.
+    sockets: [u64; 2],
+}
+
+impl BoundOnly {
+    /// True when the census starting at `now` must read bound-only
+    /// sockets: never read yet; or the next census (`interval` after this
+    /// one, the latest census's interval) would find the figure older than
+    /// `max_age`; or a pool was near exhaustion at the latest census.
+    fn due(&self, now: Instant, interval: Duration, max_age: Duration, near: bool) -> bool {
+        near || self
+            .read_at
+            .is_none_or(|at| now.saturating_duration_since(at) + interval >= max_age)
+    }
+}
+
 /// TCP analyses of one family (or of all, once merged).
 #[derive(Debug, Default)]
 struct TcpCensus {
@@ -84,6 +123,15 @@ struct TcpCensus {
 }
 
 impl TcpCensus {
+    /// Empty, counting TIME_WAIT sockets younger than `new_within_ms` as
+    /// entries since the previous census.
+    fn new(new_within_ms: u32) -> TcpCensus {
+        TcpCensus {
+            ports: EphemeralPorts::new(new_within_ms),
+            ..TcpCensus::default()
+        }
+    }
+
     fn observe(&mut self, model: Option<&PortModel>, s: &TcpSocket) {
         self.states.observe(s);
         self.listeners.observe(s);
@@ -126,7 +174,9 @@ pub struct Poller {
     cfg: Config,
     kernel: Kernel,
     health: Health,
-    full: FullTime,
+    listener_totals: ListenerTotals,
+    pool_entries: PoolEntries,
+    bound: BoundOnly,
     last_poll: Option<Instant>,
     census: Option<Census>,
     /// The latest sysctl read: when, what, its status.
@@ -189,7 +239,9 @@ impl Poller {
             cfg,
             kernel,
             health: Health::default(),
-            full: FullTime::default(),
+            listener_totals: ListenerTotals::default(),
+            pool_entries: PoolEntries::default(),
+            bound: BoundOnly::default(),
             last_poll: None,
             census: None,
             sysctls: None,
@@ -281,22 +333,23 @@ impl Poller {
         sources.push(st);
 
         let somaxconn = sysctls.as_ref().map_or(4096, |s| s.somaxconn);
-        let max = self.cfg.max_listeners;
         let table = match tick {
             Some((mut tcp, mut unix)) => {
                 tcp.carry_connections(&census.tcp_listeners);
                 unix.carry_connections(&census.unix_listeners);
-                listen_queue::table(&tcp, &unix, somaxconn, max)
+                listen_queue::table(&tcp, &unix)
             }
-            None => listen_queue::table(
-                &census.tcp_listeners,
-                &census.unix_listeners,
-                somaxconn,
-                max,
-            ),
+            None => listen_queue::table(&census.tcp_listeners, &census.unix_listeners),
         };
-        let listeners = self.full.accumulate(table, started);
+        let listeners = self.listener_totals.accumulate(table, started);
+        let listeners = self
+            .listener_totals
+            .cap(listeners, somaxconn, self.cfg.max_listeners);
         self.last_poll = Some(started);
+        let mut ephemeral = census.ephemeral.clone();
+        if let Some(e) = &mut ephemeral {
+            e.age_forecasts(started.saturating_duration_since(census.started));
+        }
         Sample {
             timestamp,
             census: CensusInfo {
@@ -306,7 +359,7 @@ impl Poller {
             tcp: census.tcp.clone(),
             unix: census.unix.clone(),
             listeners,
-            ephemeral: census.ephemeral.clone(),
+            ephemeral,
             sysctls,
             netstat,
             sockstat,
@@ -344,9 +397,9 @@ impl Poller {
         {
             let (l, st) = self.health.execute(SourceId::InetDiagListen, || {
                 let mut l = TcpListeners::default();
-                let stats = self
-                    .kernel
-                    .inet_diag(None, TCP_LISTEN_ONLY, &mut |s| l.observe(&s))?;
+                let stats =
+                    self.kernel
+                        .inet_diag(None, TCP_LISTEN_ONLY, EXT_SKMEMINFO, &mut |s| l.observe(&s))?;
                 Ok((l, stats))
             });
             sources.push(st);
@@ -358,9 +411,12 @@ impl Poller {
         for &family in families {
             let (l, st) = self.health.execute(inet_diag_listen_id(family), || {
                 let mut l = TcpListeners::default();
-                let stats = self
-                    .kernel
-                    .inet_diag(Some(family), TCP_LISTEN_ONLY, &mut |s| l.observe(&s))?;
+                let stats = self.kernel.inet_diag(
+                    Some(family),
+                    TCP_LISTEN_ONLY,
+                    EXT_SKMEMINFO,
+                    &mut |s| l.observe(&s),
+                )?;
                 Ok((l, stats))
             });
             sources.push(st);
@@ -386,12 +442,40 @@ impl Poller {
         let model = model.as_ref();
         let mut sources = Vec::new();
         let mut netlink = true;
+        let previous = self.census.as_ref();
+        let read_bound = self.bound.due(
+            started,
+            previous.map_or(Duration::ZERO, |c| c.interval),
+            self.cfg.census.max_interval,
+            previous
+                .and_then(|c| c.ephemeral.as_ref())
+                .is_some_and(EphemeralReport::near_exhaustion),
+        );
+        // TIME_WAIT sockets younger than the time since the previous
+        // census entered TIME_WAIT since.
+        let new_within_ms = previous.map_or(u32::MAX, |c| {
+            u32::try_from(started.saturating_duration_since(c.started).as_millis())
+                .unwrap_or(u32::MAX)
+        });
+        let fresh = || {
+            let mut c = TcpCensus::new(new_within_ms);
+            if !read_bound {
+                c.listeners.ports.union(&self.bound.ports);
+            }
+            c
+        };
+        // Bound-only sockets: read now, or carried from the latest read.
+        let bound = if read_bound {
+            Bound::Read
+        } else {
+            Bound::Carried(self.bound.sockets)
+        };
 
-        let mut tcp = TcpCensus::default();
+        let mut tcp = fresh();
         let mut families = &Family::ALL[..];
         if mode != SourceMode::Procfs && self.cfg.inet_diag_any_family && self.kernel.any_family() {
             let (both, st) = self.health.execute(SourceId::InetDiag, || {
-                tcp_dump(&mut self.kernel, None, model)
+                tcp_dump(&mut self.kernel, None, model, bound, fresh())
             });
             sources.push(st);
             if let Some(mut c) = both {
@@ -406,7 +490,7 @@ impl Poller {
             let mut got = None;
             if mode != SourceMode::Procfs {
                 let (c, st) = self.health.execute(inet_diag_id(family), || {
-                    tcp_dump(&mut self.kernel, Some(family), model)
+                    tcp_dump(&mut self.kernel, Some(family), model, bound, fresh())
                 });
                 sources.push(st);
                 got = c;
@@ -414,7 +498,7 @@ impl Poller {
             if got.is_none() && mode != SourceMode::Netlink {
                 netlink = false;
                 let (c, st) = self.health.execute(proc_net_tcp_id(family), || {
-                    let mut c = TcpCensus::default();
+                    let mut c = fresh();
                     let stats = self
                         .kernel
                         .proc_net_tcp(family, &mut |s| c.observe(model, &s))?;
@@ -468,12 +552,20 @@ impl Poller {
             None => (None, UnixListeners::default()),
         };
 
+        if read_bound && tcp.states.any() {
+            self.bound = BoundOnly {
+                read_at: Some(started),
+                ports: tcp.listeners.bound.clone(),
+                sockets: tcp.listeners.bound_sockets,
+            };
+        }
         let ephemeral = model.filter(|_| tcp.states.any()).map(|m| {
             ephemeral_ports::report(
                 m,
                 &tcp.listeners.ports,
                 &tcp.ports,
                 self.cfg.top_destinations,
+                &mut self.pool_entries,
             )
         });
         let took = t0.elapsed();
@@ -498,19 +590,44 @@ impl Poller {
     }
 }
 
-/// The census's inet_diag read of `family` (`None`: both in one walk):
-/// listeners first, so that accepted connections and listening ports are
-/// known when the rest arrive.
+/// The census's inet_diag read of `family` (`None`: both in one walk)
+/// into `c`: listeners first (with their `sk_drops`), so that accepted
+/// connections and listening ports are known when the rest arrive; then
+/// every other state, and bound-only sockets when `bound` is
+/// `TCPF_BOUND_INACTIVE` (the kernel walks them before the established
+/// hash).
 fn tcp_dump(
     kernel: &mut Kernel,
     family: Option<Family>,
     model: Option<&PortModel>,
+    bound: Bound,
+    mut c: TcpCensus,
 ) -> Result<(TcpCensus, ReadStats), SourceError> {
-    let mut c = TcpCensus::default();
     let mut visit = |s: TcpSocket| c.observe(model, &s);
-    let mut stats = kernel.inet_diag(family, TCP_LISTEN_ONLY, &mut visit)?;
-    stats.add(kernel.inet_diag(family, TCP_ALL_STATES & !TCP_LISTEN_ONLY, &mut visit)?);
+    let mut stats = kernel.inet_diag(family, TCP_LISTEN_ONLY, EXT_SKMEMINFO, &mut visit)?;
+    let mut rest = TCP_ALL_STATES & !TCP_LISTEN_ONLY;
+    if bound == Bound::Read {
+        rest |= TCPF_BOUND_INACTIVE;
+    }
+    stats.add(kernel.inet_diag(family, rest, 0, &mut visit)?);
+    if let Bound::Carried(n) = bound {
+        for (i, f) in Family::ALL.into_iter().enumerate() {
+            if family.is_none_or(|only| only == f) {
+                c.states.read(f);
+                c.states.add_read(f, TcpState::Close, n[i]);
+            }
+        }
+    }
     Ok((c, stats))
+}
+
+/// Whether a census reads bound-only sockets ([`BoundOnly`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Bound {
+    /// Ask inet_diag for them (`TCPF_BOUND_INACTIVE`).
+    Read,
+    /// Do not; count the latest read's, per family, in the `close` state.
+    Carried([u64; 2]),
 }
 
 #[cfg(test)]

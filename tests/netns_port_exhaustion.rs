@@ -442,12 +442,21 @@ fn kernel_version() -> (u32, u32) {
 /// RANGE_SIZE - BOUND succeed on every kernel; the agent predicts it
 /// exactly where the kernel lists them, and is BOUND too high before 6.8
 /// (the README says so).
+///
+/// The census reads bound-only sockets on its own cadence (README "The
+/// ephemeral-port model"): one bound after the first connect (after a
+/// census) is out of `available` in a census at most
+/// `--census.max-interval` (here 3 s) plus one poll (1 s) after it was
+/// bound.
 fn bound_only() {
     const BOUND: u64 = 10;
+    const MAX_INTERVAL_S: f64 = 3.0;
     let started = Instant::now();
     setup("0");
     let kernel = kernel_version();
     let lists_bound = kernel >= (6, 8);
+    let mut bound_now = BOUND;
+    let mut late_bound = None;
     let bound: Vec<socket2::Socket> = (0..BOUND as u16)
         .map(|i| {
             // std's TcpListener::bind listens: bind only, through socket2.
@@ -459,7 +468,9 @@ fn bound_only() {
             s
         })
         .collect();
-    let mut agent = Agent::spawn(AGENT_FLAGS);
+    let mut flags = AGENT_FLAGS.to_vec();
+    flags.extend(["--census.max-interval", "3s"]);
+    let mut agent = Agent::spawn(&flags);
     let mut scraper = Scraper::connect(&mut agent);
     let listener = TcpListener::bind(SERVER).unwrap();
     let (tx, accepted) = mpsc::channel();
@@ -497,10 +508,10 @@ fn bound_only() {
             Err(e) if e.raw_os_error() == Some(libc::EADDRNOTAVAIL) => break e,
             Err(e) => panic!("connect #{}: {e}", held.len() + 1),
         }
-        if held.len() == 1 || held.len() as u64 == RANGE_SIZE - BOUND {
+        if held.len() == 1 || held.len() as u64 == RANGE_SIZE - bound_now {
             let (g, m) = measure(&mut scraper, PoolTruth::read);
             let avail = m.value("sockscope_ephemeral_ports_available", &pool_labels());
-            let kernel_room = RANGE_SIZE - BOUND - g.count("ESTAB");
+            let kernel_room = RANGE_SIZE - bound_now - g.count("ESTAB");
             let close = m.value(
                 "sockscope_tcp_sockets",
                 &[("family", "ipv4"), ("state", "close")],
@@ -511,10 +522,45 @@ fn bound_only() {
             );
             if lists_bound {
                 assert_eq!(avail, kernel_room as f64, "bound ports counted");
-                assert_eq!(close, BOUND as f64, "bound-only sockets are CLOSE");
+                assert_eq!(close, bound_now as f64, "bound-only sockets are CLOSE");
             } else {
-                assert_eq!(avail, (kernel_room + BOUND) as f64, "invisible before 6.8");
+                assert_eq!(
+                    avail,
+                    (kernel_room + bound_now) as f64,
+                    "invisible before 6.8"
+                );
                 assert_eq!(close, 0.0, "nothing to list before 6.8");
+            }
+            if late_bound.is_none() {
+                // One more, bound to a free port of the range (port 0: the
+                // kernel picks it), after the census just read.
+                let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
+                    .unwrap();
+                let a: std::net::SocketAddr = "127.0.0.1:0".parse().unwrap();
+                s.bind(&a.into()).unwrap();
+                let port = s.local_addr().unwrap().as_socket().unwrap().port();
+                assert!(in_range(port), "bind(0) took {port}");
+                let at = now_unix();
+                bound_now += 1;
+                if lists_bound {
+                    let want = avail - 1.0;
+                    let m = scraper.scrape_until(
+                        "the late bound-only port out of available",
+                        Duration::from_secs(10),
+                        |m| m.value("sockscope_ephemeral_ports_available", &pool_labels()) == want,
+                    );
+                    let census = m.value("sockscope_census_timestamp_seconds", &[]);
+                    println!(
+                        "late bound port {port}: out of available in the census {:.2} s after bind()",
+                        census - at
+                    );
+                    assert!(
+                        census - at <= MAX_INTERVAL_S + 1.0 + 0.25,
+                        "seen {:.2} s after bind(), documented bound {MAX_INTERVAL_S} s + a poll",
+                        census - at
+                    );
+                }
+                late_bound = Some(s);
             }
         }
     };
@@ -525,10 +571,10 @@ fn bound_only() {
     );
     assert_eq!(
         held.len() as u64,
-        RANGE_SIZE - BOUND,
+        RANGE_SIZE - bound_now,
         "exactly range - bound connects succeed"
     );
-    drop((bound, servers));
+    drop((bound, late_bound, servers));
     agent.assert_running();
 }
 

@@ -51,6 +51,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 
+use crate::collector::cap::OtherCounters;
 use crate::collector::listen_queue::PortSet;
 use crate::metrics::Families;
 use crate::model::{TcpSocket, TcpState, is_loopback};
@@ -73,6 +74,12 @@ crate::metric_specs! {
     /// [`EphemeralReport::usage_ratio_max`].
     EPHEMERAL_RATIO = "sockscope_ephemeral_ports_usage_ratio_max", Gauge, [],
         "Worst pool's (limit - available) / limit; 0 without outbound sockets. As of the latest census.";
+    /// [`Pool::time_wait_entries_total`] ([`PoolEntries`]).
+    EPHEMERAL_TW_ENTRIES = "sockscope_ephemeral_ports_time_wait_entries_total", Counter, ["local_ip", "destination"],
+        "Sockets of the pool that entered TIME_WAIT (this side closed first: the port stays held for 60 s), counted at each census from the TIME_WAIT sockets younger than the time since the previous census (60 s - idiag_expires). Misses TIME_WAIT sockets gone before a census saw them (taken over by tcp_tw_reuse, or censuses more than 60 s apart). Kept monotonic across the --ephemeral.top-destinations cap.";
+    /// [`Pool::exhaustion_seconds`] ([`exhaustion_seconds`]).
+    EPHEMERAL_EXHAUSTION = "sockscope_ephemeral_ports_exhaustion_seconds", Gauge, ["local_ip", "destination"],
+        "Seconds until available reaches 0 if the pool keeps taking ports at its current rate (TIME_WAIT entries over the last 10 s, from the TIME_WAIT sockets' ages), with its TIME_WAIT sockets freed on their timers (idiag_expires) or when tcp_tw_reuse may take them over; +Inf when at that rate the pool's steady state stays under its limit. Counted from the latest census, minus its age. Blind to bursts shorter than the census interval, to connections held open, and to per-socket IP_LOCAL_PORT_RANGE; for destination=\"other\" the least among the pools it aggregates.";
     /// [`EphemeralReport::pools_total`].
     EPHEMERAL_POOLS = "sockscope_ephemeral_ports_pools", Gauge, [],
         "Distinct (local IP, destination) pools before the --ephemeral.top-destinations cap, as of the latest census.";
@@ -82,6 +89,19 @@ crate::metric_specs! {
 pub const TIME_WAIT_MS: u32 = 60_000;
 /// TIME_WAIT reuse delay before `tcp_tw_reuse_delay` existed (one second).
 pub const DEFAULT_TW_REUSE_DELAY_MS: u32 = 1_000;
+/// Seconds of TIME_WAIT history the churn rate of [`exhaustion_seconds`]
+/// is estimated over: the TIME_WAIT sockets at most this old, divided by
+/// this (or by the age of the pool's oldest TIME_WAIT socket, when the pool
+/// has none older: its churn started within the window).
+pub const RATE_WINDOW_SECONDS: u32 = 10;
+/// A pool at or under this share of the limit, or forecast to run out
+/// within [`NEAR_EXHAUSTION_SECONDS`], is near exhaustion: the census
+/// then reads bound-only sockets every time ([`EphemeralReport::near_exhaustion`]).
+pub const NEAR_EXHAUSTION_RATIO: f64 = 0.10;
+/// See [`NEAR_EXHAUSTION_RATIO`].
+pub const NEAR_EXHAUSTION_SECONDS: f64 = 120.0;
+/// Buckets of [`TimeWaitTimers`]: whole seconds left, 0..=59.
+const TIMER_BUCKETS: usize = 60;
 
 /// Sockets of one pool, by state.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
@@ -157,6 +177,135 @@ impl PortModel {
     fn in_range(&self, port: u16) -> bool {
         (self.range.0..=self.range.1).contains(&port)
     }
+
+    /// Whether `tcp_twsk_unique()` may take over the pool's TIME_WAIT
+    /// sockets once they are older than the delay ([`PortModel::tw_reusable`]
+    /// without the age).
+    pub fn reuses(&self, key: &PoolKey) -> bool {
+        let reuse = match self.tw_reuse {
+            0 => false,
+            2 => is_loopback(&key.local_ip) || is_loopback(&key.destination.ip()),
+            _ => true,
+        };
+        reuse && self.timestamps
+    }
+}
+
+/// TIME_WAIT sockets of one pool by the whole seconds left on their timer
+/// (`idiag_expires`; the timer column of `/proc/net/tcp`): `[n]` holds
+/// those with n to n + 1 s left (59 also anything longer). 120 bytes per
+/// pool that has TIME_WAIT sockets, whatever their number.
+type TimeWaitTimers = Box<[u16; TIMER_BUCKETS]>;
+
+/// What the census counted of one pool.
+#[derive(Debug, Clone, Default)]
+struct PoolState {
+    counts: PoolCounts,
+    timers: Option<TimeWaitTimers>,
+    /// TIME_WAIT sockets younger than [`EphemeralPorts::new_within_ms`].
+    entered: u64,
+}
+
+impl PoolState {
+    fn add(&mut self, o: &PoolState) {
+        self.counts.add(&o.counts);
+        self.entered += o.entered;
+        if let Some(t) = &o.timers {
+            let mine = self
+                .timers
+                .get_or_insert_with(|| Box::new([0; TIMER_BUCKETS]));
+            for (a, b) in mine.iter_mut().zip(t.iter()) {
+                *a = a.saturating_add(*b);
+            }
+        }
+    }
+}
+
+/// The churn rate of a pool from its TIME_WAIT timers: sockets aged at most
+/// [`RATE_WINDOW_SECONDS`] (age = 60 s − time left) per second of that
+/// window, or of the pool's own history when its oldest TIME_WAIT socket is
+/// younger (its churn began within the window). Per second.
+pub fn time_wait_rate(timers: &[u16; TIMER_BUCKETS]) -> f64 {
+    // Bucket n (n..n+1 s left) holds sockets aged (59 - n, 60 - n] s.
+    let age_bucket = |n: usize| TIMER_BUCKETS - 1 - n;
+    let Some(oldest) = (0..TIMER_BUCKETS)
+        .filter(|&n| timers[n] > 0)
+        .map(age_bucket)
+        .max()
+    else {
+        return 0.0;
+    };
+    let window = RATE_WINDOW_SECONDS as usize;
+    let young: u64 = (0..TIMER_BUCKETS)
+        .filter(|&n| age_bucket(n) < window)
+        .map(|n| u64::from(timers[n]))
+        .sum();
+    young as f64 / (oldest + 1).min(window) as f64
+}
+
+/// Seconds until `available` reaches 0 if the pool keeps taking ports at
+/// `rate` per second, each held `hold` seconds: 60 s
+/// (`TCP_TIMEWAIT_LEN`) without TIME_WAIT reuse, the reuse delay with it
+/// ([`PortModel::reuses`]). Ports come back on the pool's TIME_WAIT
+/// schedule (`timers`: each socket at the end of its second, a lower bound
+/// on when the kernel reaps it; with reuse, once older than the delay).
+/// Established and other open sockets are taken to stay as many.
+/// `None`: never, since at that rate the pool's steady state (`rate` ×
+/// `hold` ports) stays under what it has.
+///
+/// The available ports at t ≤ hold are `available + freed(t) − rate × t`;
+/// after `hold` new ports come back as fast as they are taken, so if that
+/// has not reached 0 by then it never does.
+pub fn exhaustion_seconds(
+    model: &PortModel,
+    key: &PoolKey,
+    timers: Option<&[u16; TIMER_BUCKETS]>,
+    available: u64,
+) -> Option<f64> {
+    if available == 0 {
+        return Some(0.0);
+    }
+    let timers = timers?;
+    let rate = time_wait_rate(timers);
+    if rate <= 0.0 {
+        return None;
+    }
+    let reuse = model.reuses(key);
+    let (hold, frees_at): (f64, Box<dyn Fn(usize) -> Option<f64>>) = if reuse {
+        let delay = f64::from(model.tw_reuse_delay_ms) / 1e3;
+        // Reusable once its age (60 s − left) exceeds the delay; those
+        // already reusable are counted in `available`.
+        let cut = f64::from(TIME_WAIT_MS) / 1e3 - delay;
+        (
+            delay,
+            Box::new(move |n| {
+                let end = n as f64 + 1.0;
+                (end > cut).then_some(end - cut)
+            }),
+        )
+    } else {
+        (
+            f64::from(TIME_WAIT_MS) / 1e3,
+            Box::new(|n| Some(n as f64 + 1.0)),
+        )
+    };
+    let mut freed = 0.0;
+    for (n, &count) in timers.iter().enumerate() {
+        let Some(at) = frees_at(n) else { continue };
+        if count == 0 {
+            continue;
+        }
+        if at > hold {
+            break;
+        }
+        let zero = (available as f64 + freed) / rate;
+        if zero < at {
+            return Some(zero);
+        }
+        freed += f64::from(count);
+    }
+    let zero = (available as f64 + freed) / rate;
+    (zero <= hold).then_some(zero)
 }
 
 /// A pool: the 4-tuples toward one destination from one local IP.
@@ -173,14 +322,35 @@ pub struct PoolKey {
 /// other in the dump, and then a socket costs a key comparison instead of
 /// a hash lookup. The map uses foldhash's seeded hasher: std's SipHash
 /// costs more than the rest of classifying a socket.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct EphemeralPorts {
-    pools: Vec<(PoolKey, PoolCounts)>,
+    pools: Vec<(PoolKey, PoolState)>,
     index: FoldHashMap<PoolKey, usize>,
     last: usize,
+    /// TIME_WAIT sockets younger than this (ms) entered TIME_WAIT since the
+    /// previous census ([`Pool::time_wait_entries_total`]).
+    new_within_ms: u32,
+}
+
+impl Default for EphemeralPorts {
+    /// For a first census: every TIME_WAIT socket counts as an entry.
+    fn default() -> Self {
+        EphemeralPorts::new(u32::MAX)
+    }
 }
 
 impl EphemeralPorts {
+    /// Counts TIME_WAIT sockets younger than `new_within_ms` as entries
+    /// since the previous census (the time since it started).
+    pub fn new(new_within_ms: u32) -> EphemeralPorts {
+        EphemeralPorts {
+            pools: Vec::new(),
+            index: FoldHashMap::default(),
+            last: 0,
+            new_within_ms,
+        }
+    }
+
     /// Counts `s` when its local port is in the range and not a listening
     /// port (so it was picked by `connect()`).
     pub fn observe(&mut self, model: &PortModel, listening: &PortSet, s: &TcpSocket) {
@@ -192,27 +362,36 @@ impl EphemeralPorts {
             local_ip: s.local.ip(),
             destination: s.remote,
         };
-        let c = self.pool(key);
+        let new_within = self.new_within_ms;
+        let p = self.pool(key);
         match s.state {
-            TcpState::Established => c.established += 1,
+            TcpState::Established => p.counts.established += 1,
             TcpState::TimeWait => {
-                c.time_wait += 1;
+                p.counts.time_wait += 1;
                 if model.tw_reusable(s) {
-                    c.time_wait_reusable += 1;
+                    p.counts.time_wait_reusable += 1;
+                }
+                if let Some(left) = s.expires_ms {
+                    let n = ((left / 1000) as usize).min(TIMER_BUCKETS - 1);
+                    let t = p.timers.get_or_insert_with(|| Box::new([0; TIMER_BUCKETS]));
+                    t[n] = t[n].saturating_add(1);
+                    if TIME_WAIT_MS.saturating_sub(left) < new_within {
+                        p.entered += 1;
+                    }
                 }
             }
-            _ => c.other += 1,
+            _ => p.counts.other += 1,
         }
     }
 
-    /// The counts of `key`'s pool, created empty on first use.
-    fn pool(&mut self, key: PoolKey) -> &mut PoolCounts {
+    /// The state of `key`'s pool, created empty on first use.
+    fn pool(&mut self, key: PoolKey) -> &mut PoolState {
         let hit = self.pools.get(self.last).is_some_and(|(k, _)| *k == key);
         if !hit {
             let next = self.pools.len();
             self.last = *self.index.entry(key).or_insert(next);
             if self.last == next {
-                self.pools.push((key, PoolCounts::default()));
+                self.pools.push((key, PoolState::default()));
             }
         }
         &mut self.pools[self.last].1
@@ -246,6 +425,15 @@ pub struct Pool {
     pub available: u64,
     /// (limit − available) / limit.
     pub usage_ratio: f64,
+    /// Entries into TIME_WAIT counted since the agent first saw the pool
+    /// ([`PoolEntries`]); for the `other` row, the growth of the pools it
+    /// aggregated while they were in it ([`OtherCounters`]).
+    pub time_wait_entries_total: u64,
+    /// The churn rate [`exhaustion_seconds`] assumed, per second.
+    pub time_wait_rate_per_second: f64,
+    /// [`exhaustion_seconds`], less the census's age once carried; `None`
+    /// (JSON `null`, `+Inf` on `/metrics`): not at the current rate.
+    pub exhaustion_seconds: Option<f64>,
 }
 
 /// The ephemeral-port analysis of one sample.
@@ -267,106 +455,170 @@ pub struct EphemeralReport {
 /// Label value of the aggregate row.
 pub const OTHER: &str = "other";
 
-/// Computes headroom per pool and keeps the `top` fullest.
+/// Entries into TIME_WAIT per pool across censuses: each census adds the
+/// pool's TIME_WAIT sockets younger than the time since the previous one.
+/// A pool absent from a census (no socket left) is forgotten: its counter
+/// restarts at 0 if it comes back. Memory grows with the pools, not the
+/// sockets.
+#[derive(Debug, Default)]
+pub struct PoolEntries {
+    totals: FoldHashMap<PoolKey, u64>,
+    /// The `destination="other"` row's counter
+    /// (`--ephemeral.top-destinations` applied by [`report`]).
+    other: OtherCounters<(String, String), 1>,
+}
+
+impl PoolEntries {
+    /// Pools remembered.
+    pub fn len(&self) -> usize {
+        self.totals.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.totals.is_empty()
+    }
+}
+
+/// The order of the `--ephemeral.top-destinations` cap: the pools closest
+/// to exhaustion by either measure — the soonest forecast first (a pool at
+/// 40 % that runs out in 20 s before a steady one at 80 %), then the least
+/// available, the most used, the key.
+fn rank(a: &Pool, b: &Pool) -> std::cmp::Ordering {
+    let f = |p: &Pool| p.exhaustion_seconds.unwrap_or(f64::INFINITY);
+    f(a).total_cmp(&f(b))
+        .then(a.available.cmp(&b.available))
+        .then(b.counts.used().cmp(&a.counts.used()))
+        .then_with(|| (&a.local_ip, &a.destination).cmp(&(&b.local_ip, &b.destination)))
+}
+
+/// Computes headroom and forecast per pool, adds this census's TIME_WAIT
+/// entries to `entries`, and keeps the `top` first pools in [`rank`] order
+/// (the rest summed into `destination="other"`).
 pub fn report(
     model: &PortModel,
     listening: &PortSet,
     ports: &EphemeralPorts,
     top: usize,
+    entries: &mut PoolEntries,
 ) -> EphemeralReport {
     let listening_in_range = listening.count_in(model.range.0, model.range.1);
     let base = model.limit.saturating_sub(listening_in_range);
     let ratio = |avail: u64| usage_ratio(model.limit, avail);
-    let mut pools: Vec<(PoolKey, PoolCounts, u64)> = ports
+    let mut totals = FoldHashMap::with_capacity_and_hasher(ports.pools.len(), Default::default());
+    let mut pools: Vec<Pool> = ports
         .pools
         .iter()
-        .map(|&(k, c)| (k, c, base.saturating_sub(c.blocking())))
-        .collect();
-    pools.sort_by(|a, b| {
-        a.2.cmp(&b.2)
-            .then(b.1.used().cmp(&a.1.used()))
-            .then(a.0.cmp(&b.0))
-    });
-    let usage_ratio_max = pools.first().map_or(0.0, |p| ratio(p.2));
-    let pools_total = pools.len() as u64;
-    let rest = if pools.len() > top {
-        pools.split_off(top)
-    } else {
-        Vec::new()
-    };
-    let mut rows: Vec<Pool> = pools
-        .into_iter()
-        .map(|(k, counts, available)| Pool {
-            local_ip: k.local_ip.to_string(),
-            destination: k.destination.to_string(),
-            counts,
-            available,
-            usage_ratio: ratio(available),
+        .map(|(k, st)| {
+            let available = base.saturating_sub(st.counts.blocking());
+            let total = entries.totals.get(k).copied().unwrap_or(0) + st.entered;
+            totals.insert(*k, total);
+            let timers = st.timers.as_deref();
+            Pool {
+                local_ip: k.local_ip.to_string(),
+                destination: k.destination.to_string(),
+                counts: st.counts,
+                available,
+                usage_ratio: ratio(available),
+                time_wait_entries_total: total,
+                time_wait_rate_per_second: timers.map_or(0.0, time_wait_rate),
+                exhaustion_seconds: exhaustion_seconds(model, k, timers, available),
+            }
         })
         .collect();
-    if let Some(min_avail) = rest.iter().map(|p| p.2).min() {
-        let mut counts = PoolCounts::default();
-        for (_, c, _) in &rest {
-            counts.add(c);
-        }
-        rows.push(Pool {
-            local_ip: OTHER.into(),
-            destination: OTHER.into(),
-            counts,
-            available: min_avail,
-            usage_ratio: ratio(min_avail),
-        });
-    }
+    entries.totals = totals;
+    pools.sort_by(rank);
+    let usage_ratio_max = pools.iter().map(|p| p.usage_ratio).fold(0.0, f64::max);
+    let pools_total = pools.len() as u64;
+    cap(&mut pools, &|i| i < top, model.limit, &mut entries.other);
     EphemeralReport {
         range: model.range,
         limit: model.limit,
         listening_in_range,
-        pools: rows,
+        pools,
         pools_total,
         usage_ratio_max,
     }
 }
 
-/// `--ephemeral.top-destinations` across namespaces: keeps the `top`
-/// pools with the least headroom of all `reports` together and sums each
-/// namespace's other pools into its own `other` row (the least `available`
-/// among them). At most `top` + namespaces rows remain.
-pub fn cap_across(reports: &mut [&mut EphemeralReport], top: usize) {
-    let mut ranked: Vec<(u64, usize, usize)> = Vec::new();
-    for (r, rep) in reports.iter().enumerate() {
-        for (i, p) in rep.pools.iter().enumerate() {
-            if p.local_ip != OTHER {
-                ranked.push((p.available, r, i));
-            }
-        }
-    }
-    if ranked.len() <= top {
+/// Keeps the pools of `keep` (indices into `pools`) and sums the others
+/// into one `destination="other"` row: counts summed, the least available
+/// and the soonest forecast among them, and a TIME_WAIT entry counter that
+/// grows by what theirs grew by ([`OtherCounters`]).
+fn cap(
+    pools: &mut Vec<Pool>,
+    keep: &dyn Fn(usize) -> bool,
+    limit: u64,
+    other_entries: &mut OtherCounters<(String, String), 1>,
+) {
+    if (0..pools.len()).all(keep) {
+        other_entries.fold(std::iter::empty());
         return;
     }
-    ranked.sort();
-    let keep: std::collections::HashSet<(usize, usize)> =
-        ranked[..top].iter().map(|&(_, r, i)| (r, i)).collect();
-    for (r, rep) in reports.iter_mut().enumerate() {
-        let limit = rep.limit;
-        let mut other: Option<Pool> = None;
-        let old = std::mem::take(&mut rep.pools);
-        for (i, p) in old.into_iter().enumerate() {
-            if p.local_ip != OTHER && keep.contains(&(r, i)) {
-                rep.pools.push(p);
-                continue;
-            }
-            let o = other.get_or_insert(Pool {
-                local_ip: OTHER.into(),
-                destination: OTHER.into(),
-                counts: PoolCounts::default(),
-                available: u64::MAX,
-                usage_ratio: 0.0,
-            });
-            o.counts.add(&p.counts);
-            o.available = o.available.min(p.available);
-            o.usage_ratio = usage_ratio(limit, o.available);
+    let folded = other_entries.fold(pools.iter().enumerate().map(|(i, p)| {
+        (
+            (p.local_ip.clone(), p.destination.clone()),
+            [p.time_wait_entries_total as f64],
+            keep(i),
+        )
+    }));
+    let old = std::mem::take(pools);
+    let mut other = Pool {
+        local_ip: OTHER.into(),
+        destination: OTHER.into(),
+        counts: PoolCounts::default(),
+        available: u64::MAX,
+        usage_ratio: 0.0,
+        time_wait_entries_total: folded[0] as u64,
+        time_wait_rate_per_second: 0.0,
+        exhaustion_seconds: None,
+    };
+    for (i, p) in old.into_iter().enumerate() {
+        if keep(i) {
+            pools.push(p);
+            continue;
         }
-        rep.pools.extend(other);
+        other.counts.add(&p.counts);
+        other.available = other.available.min(p.available);
+        other.time_wait_rate_per_second += p.time_wait_rate_per_second;
+        other.exhaustion_seconds = match (other.exhaustion_seconds, p.exhaustion_seconds) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+    }
+    other.usage_ratio = usage_ratio(limit, other.available);
+    pools.push(other);
+}
+
+/// `--ephemeral.top-destinations` across namespaces: keeps the `top`
+/// first pools of all `reports` together in [`rank`] order and sums each
+/// namespace's other pools into its own `other` row (the least
+/// `available` and forecast among them; a TIME_WAIT entry counter that
+/// never goes backwards, kept in `caps` per namespace key between polls;
+/// a namespace no longer in `reports` is forgotten). The reports come
+/// uncapped (each namespace's poller with no cap of its own). At most
+/// `top` + namespaces rows remain.
+pub fn cap_across(
+    reports: &mut [(u64, &mut EphemeralReport)],
+    top: usize,
+    caps: &mut std::collections::HashMap<u64, OtherCounters<(String, String), 1>>,
+) {
+    let mut ranked: Vec<(usize, usize)> = Vec::new();
+    for (r, (_, rep)) in reports.iter().enumerate() {
+        ranked.extend((0..rep.pools.len()).map(|i| (r, i)));
+    }
+    ranked.sort_by(|&(ra, ia), &(rb, ib)| {
+        rank(&reports[ra].1.pools[ia], &reports[rb].1.pools[ib]).then((ra, ia).cmp(&(rb, ib)))
+    });
+    let keep: std::collections::HashSet<(usize, usize)> = ranked.into_iter().take(top).collect();
+    caps.retain(|k, _| reports.iter().any(|(key, _)| key == k));
+    for (r, (key, rep)) in reports.iter_mut().enumerate() {
+        let limit = rep.limit;
+        cap(
+            &mut rep.pools,
+            &|i| keep.contains(&(r, i)),
+            limit,
+            caps.entry(*key).or_default(),
+        );
     }
 }
 
@@ -380,6 +632,26 @@ fn usage_ratio(limit: u64, available: u64) -> f64 {
 }
 
 impl EphemeralReport {
+    /// True when a pool is at or under [`NEAR_EXHAUSTION_RATIO`] of the
+    /// limit or forecast to run out within [`NEAR_EXHAUSTION_SECONDS`].
+    pub fn near_exhaustion(&self) -> bool {
+        self.pools.iter().any(|p| {
+            (p.available as f64) <= self.limit as f64 * NEAR_EXHAUSTION_RATIO
+                || p.exhaustion_seconds
+                    .is_some_and(|s| s <= NEAR_EXHAUSTION_SECONDS)
+        })
+    }
+
+    /// The forecasts `age` after the census they were made at: each
+    /// finite one less `age`, at least 0.
+    pub fn age_forecasts(&mut self, age: std::time::Duration) {
+        for p in &mut self.pools {
+            if let Some(s) = &mut p.exhaustion_seconds {
+                *s = (*s - age.as_secs_f64()).max(0.0);
+            }
+        }
+    }
+
     /// The `sockscope_ephemeral_ports_*` families.
     pub fn encode(&self, out: &mut Families) {
         for p in &self.pools {
@@ -401,6 +673,16 @@ impl EphemeralReport {
                 p.counts.time_wait_reusable as f64,
             );
             out.push(&EPHEMERAL_AVAILABLE, &[ip, d], p.available as f64);
+            out.push(
+                &EPHEMERAL_TW_ENTRIES,
+                &[ip, d],
+                p.time_wait_entries_total as f64,
+            );
+            out.push(
+                &EPHEMERAL_EXHAUSTION,
+                &[ip, d],
+                p.exhaustion_seconds.unwrap_or(f64::INFINITY),
+            );
         }
         out.one(&EPHEMERAL_LIMIT, Some(self.limit as f64));
         out.one(&EPHEMERAL_RATIO, Some(self.usage_ratio_max));

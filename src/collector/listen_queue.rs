@@ -18,8 +18,9 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use crate::collector::cap::OtherCounters;
 use crate::metrics::Families;
-use crate::model::{Family, TcpSocket, TcpState, UnixName, UnixSocket, UnixState};
+use crate::model::{Family, SocketDrops, TcpSocket, TcpState, UnixName, UnixSocket, UnixState};
 use foldhash::HashMap as FoldHashMap;
 
 crate::metric_specs! {
@@ -41,6 +42,10 @@ crate::metric_specs! {
     /// its name (`unix_stream_connect()` copies the listener's `addr`).
     LISTEN_CONNECTIONS = "sockscope_listen_connections", Gauge, ["proto", "listener", "state"],
         "Connections per listener: connecting = queued, not yet accepted (Q, the queue length), as of the latest poll; connected = accepted and still open (A: ESTABLISHED on the listener's address minus Q, or UNIX sockets carrying its name), as of the latest census.";
+    /// [`ListenerSample::drops_total`] ([`ListenerTotals`]): the sum of
+    /// the `sk_drops` growth of every socket behind the label.
+    LISTEN_DROPS = "sockscope_listen_queue_drops_total", Counter, ["proto", "listener"],
+        "Connections the TCP listener dropped: the growth of its sockets' sk_drops (inet_diag INET_DIAG_SKMEMINFO, SK_MEMINFO_DROPS; ss -tlm 'd'), counted by tcp_listendrop() when the accept or SYN queue is full, plus other discards on the listening socket (a final-ACK drop counts twice). Kept monotonic across socket restarts and the --listen.max-listeners cap; absent with --source procfs and for UNIX listeners.";
     /// [`Listener::sockets`].
     LISTEN_SOCKETS = "sockscope_listen_sockets", Gauge, ["proto", "listener"],
         "Listening sockets behind each listener label (more than 1 for an SO_REUSEPORT group, summed), as of the latest poll.";
@@ -112,6 +117,11 @@ pub struct Listener {
     pub connected: u64,
     /// Number of listening sockets behind this row.
     pub sockets: u64,
+    /// TCP with inet_diag `INET_DIAG_SKMEMINFO`: each listening socket's
+    /// `sk_drops` and cookie (an `SO_REUSEPORT` group has several). `None`
+    /// where it was not read (UNIX, procfs).
+    #[serde(skip)]
+    pub socket_drops: Option<Vec<SocketDrops>>,
 }
 
 impl Listener {
@@ -138,6 +148,8 @@ struct TcpEntry {
     /// [`TcpListeners::carry_connections`] (a listener-only dump has no
     /// ESTABLISHED sockets to count).
     connected: Option<u64>,
+    /// Every socket's `sk_drops`, when the dump asked for them.
+    drops: Option<Vec<SocketDrops>>,
 }
 
 /// Listening ports as a bitmap (65,536 bits), for the O(1) "is this a
@@ -195,6 +207,12 @@ pub struct TcpListeners {
     /// from `bind()`, toward every destination: the ephemeral-port model
     /// takes these ports out of every pool.
     pub ports: PortSet,
+    /// The bound-only ports among [`TcpListeners::ports`], which the census
+    /// reads on its own cadence and carries between reads
+    /// (`crate::poller`).
+    pub bound: PortSet,
+    /// Bound-only sockets seen, per family (IPv4, IPv6).
+    pub bound_sockets: [u64; 2],
 }
 
 impl TcpListeners {
@@ -215,9 +233,16 @@ impl TcpListeners {
                     (limit, _) => limit,
                 };
                 e.sockets += 1;
+                if let Some(d) = q.drops {
+                    e.drops.get_or_insert_with(Vec::new).push(d);
+                }
             }
             // Bound, not listening, not connected (kernel ≥ 6.8).
-            TcpState::Close if s.remote.port() == 0 => self.ports.insert(s.local.port()),
+            TcpState::Close if s.remote.port() == 0 => {
+                self.ports.insert(s.local.port());
+                self.bound.insert(s.local.port());
+                self.bound_sockets[usize::from(s.family == Family::Ipv6)] += 1;
+            }
             TcpState::Established if self.ports.contains(s.local.port()) => {
                 if let Some(e) = self.entries.get_mut(&s.local) {
                     e.established += 1;
@@ -240,6 +265,10 @@ impl TcpListeners {
     /// Adds another family's listeners.
     pub fn merge(&mut self, other: TcpListeners) {
         self.ports.union(&other.ports);
+        self.bound.union(&other.bound);
+        for (a, b) in self.bound_sockets.iter_mut().zip(other.bound_sockets) {
+            *a += b;
+        }
         self.entries.extend(other.entries);
     }
 
@@ -262,6 +291,7 @@ impl TcpListeners {
             connecting: e.length,
             connected: e.accepted(),
             sockets: e.sockets,
+            socket_drops: e.drops.clone(),
         })
     }
 }
@@ -340,43 +370,16 @@ impl UnixListeners {
                     connecting: length,
                     connected: e.connected,
                     sockets: e.listeners,
+                    socket_drops: None,
                 }
             })
     }
 }
 
-/// Builds the listener table: every listener sorted by queue fill
-/// (length/limit; length/somaxconn without a limit), the first `max` kept,
-/// the rest summed into one `listener="other"` row per protocol.
-pub fn table(
-    tcp: &TcpListeners,
-    unix: &UnixListeners,
-    somaxconn: u32,
-    max: usize,
-) -> Vec<Listener> {
-    let mut rows: Vec<Listener> = tcp.rows().chain(unix.rows()).collect();
-    let key = |l: &Listener| {
-        l.fill()
-            .unwrap_or(l.length as f64 / f64::from(somaxconn.max(1)))
-    };
-    rows.sort_by(|a, b| {
-        key(b)
-            .total_cmp(&key(a))
-            .then(b.length.cmp(&a.length))
-            .then_with(|| (a.proto, &a.listener).cmp(&(b.proto, &b.listener)))
-    });
-    if rows.len() <= max {
-        return rows;
-    }
-    let rest = rows.split_off(max);
-    for proto in [Proto::Tcp, Proto::Unix] {
-        let mut other: Option<Listener> = None;
-        for r in rest.iter().filter(|r| r.proto == proto) {
-            other.get_or_insert(Listener::other(proto)).absorb(r);
-        }
-        rows.extend(other);
-    }
-    rows
+/// Every listener of `tcp` and `unix`, in no particular order: the rows
+/// [`ListenerTotals::accumulate`] and [`ListenerTotals::cap`] take.
+pub fn table(tcp: &TcpListeners, unix: &UnixListeners) -> Vec<Listener> {
+    tcp.rows().chain(unix.rows()).collect()
 }
 
 impl Listener {
@@ -390,6 +393,7 @@ impl Listener {
             connecting: 0,
             connected: 0,
             sockets: 0,
+            socket_drops: None,
         }
     }
 
@@ -404,74 +408,156 @@ impl Listener {
     }
 }
 
-/// `--listen.max-listeners` across namespaces: keeps the `max` fullest
-/// rows of all `tables` together (by fill; length / 4096 without a limit)
-/// and sums each namespace's other rows into its own `listener="other"`
-/// row per protocol. At most `max` + 2 × namespaces rows remain.
-pub fn cap_across(tables: &mut [&mut Vec<ListenerSample>], max: usize) {
-    let key = |l: &Listener| l.fill().unwrap_or(l.length as f64 / 4096.0);
-    let mut ranked: Vec<(f64, usize, usize)> = Vec::new();
-    for (t, rows) in tables.iter().enumerate() {
-        for (i, r) in rows.iter().enumerate() {
-            if r.listener.listener != ListenerKey::Other {
-                ranked.push((key(&r.listener), t, i));
-            }
-        }
-    }
-    if ranked.len() <= max {
-        return;
-    }
-    ranked.sort_by(|a, b| b.0.total_cmp(&a.0).then((a.1, a.2).cmp(&(b.1, b.2))));
-    let mut keep = std::collections::HashSet::new();
-    keep.extend(ranked[..max].iter().map(|&(_, t, i)| (t, i)));
-    for (t, rows) in tables.iter_mut().enumerate() {
-        let old = std::mem::take(*rows);
+/// How long a listener that dropped a connection ranks first for the
+/// cap, whatever its queue fill (a listener drops with an empty queue
+/// between bursts).
+pub const RECENT_DROPS: Duration = Duration::from_secs(300);
+
+/// The order of the `--listen.max-listeners` cap: listeners that dropped
+/// within [`RECENT_DROPS`] first, then by queue fill (length/limit;
+/// length/`somaxconn` without a limit), then by length, then by name.
+fn rank(a: &ListenerSample, b: &ListenerSample, somaxconn: u32) -> std::cmp::Ordering {
+    let fill = |l: &Listener| {
+        l.fill()
+            .unwrap_or(l.length as f64 / f64::from(somaxconn.max(1)))
+    };
+    let (x, y) = (&a.listener, &b.listener);
+    b.dropping
+        .cmp(&a.dropping)
+        .then(fill(y).total_cmp(&fill(x)))
+        .then(y.length.cmp(&x.length))
+        .then_with(|| (x.proto, &x.listener).cmp(&(y.proto, &y.listener)))
+}
+
+/// The aggregate rows' counters of one namespace: per protocol, the
+/// full-time and drop counters of `listener="other"` ([`OtherCounters`]).
+#[derive(Debug, Default)]
+pub struct ListenerCap {
+    other: HashMap<Proto, OtherCounters<ListenerKey, 2>>,
+}
+
+impl ListenerCap {
+    /// Keeps the rows of `keep` (indices into `rows`) and sums the others
+    /// into one `listener="other"` row per protocol, whose counters grow by
+    /// what the rows beyond the cap grew by (never backwards).
+    fn apply(&mut self, rows: &mut Vec<ListenerSample>, keep: &dyn Fn(usize) -> bool) {
+        let old = std::mem::take(rows);
         let mut others: Vec<ListenerSample> = Vec::new();
-        for (i, r) in old.into_iter().enumerate() {
-            let aggregate = r.listener.listener == ListenerKey::Other;
-            if !aggregate && keep.contains(&(t, i)) {
-                rows.push(r);
-                continue;
-            }
-            let proto = r.listener.proto;
-            let o = match others.iter_mut().position(|o| o.listener.proto == proto) {
-                Some(at) => &mut others[at],
-                None => {
-                    others.push(ListenerSample {
-                        listener: Listener::other(proto),
-                        full_seconds_total: 0.0,
-                    });
-                    others.last_mut().expect("just pushed")
+        for proto in [Proto::Tcp, Proto::Unix] {
+            let counters = self.other.entry(proto).or_default();
+            let folded = counters.fold(
+                old.iter()
+                    .enumerate()
+                    .filter(|(_, r)| r.listener.proto == proto)
+                    .map(|(i, r)| {
+                        let totals = [r.full_seconds_total, r.drops_total.unwrap_or(0.0)];
+                        (r.listener.listener.clone(), totals, keep(i))
+                    }),
+            );
+            let mut other: Option<ListenerSample> = None;
+            for (i, r) in old.iter().enumerate() {
+                if r.listener.proto != proto || keep(i) {
+                    continue;
                 }
-            };
-            o.listener.absorb(&r.listener);
-            o.full_seconds_total += r.full_seconds_total;
+                let o = other.get_or_insert_with(|| ListenerSample {
+                    listener: Listener::other(proto),
+                    full_seconds_total: folded[0],
+                    drops_total: None,
+                    dropping: false,
+                });
+                o.listener.absorb(&r.listener);
+                if r.drops_total.is_some() {
+                    o.drops_total = Some(folded[1]);
+                }
+                o.dropping |= r.dropping;
+            }
+            others.extend(other);
         }
+        rows.extend(
+            old.into_iter()
+                .enumerate()
+                .filter(|(i, _)| keep(*i))
+                .map(|(_, r)| r),
+        );
         rows.extend(others);
     }
 }
 
-/// A listener row plus its accumulated full time.
+/// `--listen.max-listeners` across namespaces: keeps the `max` first rows
+/// of all `tables` together in [`rank`] order (`somaxconn` 4096 for rows
+/// without a limit) and sums each namespace's other rows into its own
+/// `listener="other"` row per protocol, with counters that never go
+/// backwards (`caps`, one [`ListenerCap`] per namespace key, kept between
+/// polls; a namespace no longer in `tables` is forgotten). The tables come
+/// uncapped (each namespace's poller with no cap of its own). At most
+/// `max` + 2 × namespaces rows remain.
+pub fn cap_across(
+    tables: &mut [(u64, &mut Vec<ListenerSample>)],
+    max: usize,
+    caps: &mut HashMap<u64, ListenerCap>,
+) {
+    let mut ranked: Vec<(usize, usize)> = Vec::new();
+    for (t, (_, rows)) in tables.iter().enumerate() {
+        ranked.extend((0..rows.len()).map(|i| (t, i)));
+    }
+    ranked.sort_by(|&(ta, ia), &(tb, ib)| {
+        rank(&tables[ta].1[ia], &tables[tb].1[ib], 4096).then((ta, ia).cmp(&(tb, ib)))
+    });
+    let keep: std::collections::HashSet<(usize, usize)> = ranked.into_iter().take(max).collect();
+    caps.retain(|k, _| tables.iter().any(|(key, _)| key == k));
+    for (t, (key, rows)) in tables.iter_mut().enumerate() {
+        caps.entry(*key)
+            .or_default()
+            .apply(rows, &|i| keep.contains(&(t, i)));
+    }
+}
+
+/// A listener row plus its counters.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct ListenerSample {
     #[serde(flatten)]
     pub listener: Listener,
     /// Seconds this listener's queue was sampled at or over its limit.
     pub full_seconds_total: f64,
+    /// Connections dropped by its sockets (`sk_drops` growth), since the
+    /// agent first saw it; `None` where `sk_drops` is not read.
+    pub drops_total: Option<f64>,
+    /// It dropped a connection within [`RECENT_DROPS`] (it ranks first for
+    /// the cap).
+    #[serde(skip)]
+    pub dropping: bool,
 }
 
-/// `sockscope_listen_queue_full_seconds_total` across polls: the time
-/// since the previous poll is added to every listener sampled at or over
-/// its limit. A listener that disappears is forgotten (its counter
-/// restarts at 0 if it comes back, which `rate()` handles).
+/// One listener's counters across polls.
+#[derive(Debug, Default, Clone)]
+struct Totals {
+    full_seconds: f64,
+    /// Sum of its sockets' `sk_drops` growth; `None` until read.
+    drops: Option<f64>,
+    /// Each socket's `sk_drops` at the previous poll, by cookie.
+    sockets: Vec<SocketDrops>,
+    last_drop: Option<Instant>,
+}
+
+/// The listener counters across polls: `sockscope_listen_queue_full_seconds_total`
+/// (the time since the previous poll is added to every listener sampled at
+/// or over its limit) and `sockscope_listen_queue_drops_total` (the growth
+/// of each listening socket's `sk_drops` since the previous poll, summed;
+/// a socket seen for the first time adds its whole `sk_drops`, which it
+/// counted since it was created, so a listener that closes and reopens, or
+/// an `SO_REUSEPORT` member that restarts, never takes the counter back).
+/// A listener that disappears is forgotten (its counters restart at 0 if
+/// it comes back, which `rate()` handles). Then the cap ([`ListenerTotals::cap`]).
 #[derive(Debug, Default)]
-pub struct FullTime {
-    totals: HashMap<(Proto, ListenerKey), f64>,
+pub struct ListenerTotals {
+    totals: HashMap<(Proto, ListenerKey), Totals>,
     last: Option<Instant>,
+    cap: ListenerCap,
 }
 
-impl FullTime {
-    /// Accumulates the poll at `now` and returns the rows with their totals.
+impl ListenerTotals {
+    /// Accumulates the poll at `now` over every listener (before any cap)
+    /// and returns the rows with their counters.
     pub fn accumulate(&mut self, rows: Vec<Listener>, now: Instant) -> Vec<ListenerSample> {
         let elapsed = self
             .last
@@ -483,19 +569,61 @@ impl FullTime {
             .into_iter()
             .map(|l| {
                 let key = (l.proto, l.listener.clone());
-                let mut total = self.totals.get(&key).copied().unwrap_or(0.0);
+                let mut t = self.totals.remove(&key).unwrap_or_default();
                 if l.full() {
-                    total += elapsed;
+                    t.full_seconds += elapsed;
                 }
-                next.insert(key, total);
-                ListenerSample {
+                if let Some(now_drops) = &l.socket_drops {
+                    let (mut grew, mut seen_growing) = (0u64, false);
+                    for d in now_drops {
+                        let was = t.sockets.iter().find(|p| p.cookie == d.cookie);
+                        // u32 sk_drops wraps: the growth modulo 2^32.
+                        let growth = match was {
+                            Some(p) => d.drops.wrapping_sub(p.drops),
+                            None => d.drops,
+                        };
+                        grew += u64::from(growth);
+                        // A socket's drops before it was first seen may be
+                        // old: only growth seen between polls is recent.
+                        seen_growing |= was.is_some() && growth > 0;
+                    }
+                    t.sockets = now_drops.clone();
+                    t.drops = Some(t.drops.unwrap_or(0.0) + grew as f64);
+                    if seen_growing {
+                        t.last_drop = Some(now);
+                    }
+                }
+                let sample = ListenerSample {
+                    full_seconds_total: t.full_seconds,
+                    drops_total: t.drops,
+                    dropping: t
+                        .last_drop
+                        .is_some_and(|at| now.saturating_duration_since(at) < RECENT_DROPS),
                     listener: l,
-                    full_seconds_total: total,
-                }
+                };
+                next.insert(key, t);
+                sample
             })
             .collect();
         self.totals = next;
         out
+    }
+
+    /// `--listen.max-listeners`: keeps the `max` first rows in [`rank`]
+    /// order and sums the rest into one `listener="other"` row per
+    /// protocol, with monotonic counters ([`ListenerCap`]).
+    pub fn cap(
+        &mut self,
+        mut rows: Vec<ListenerSample>,
+        somaxconn: u32,
+        max: usize,
+    ) -> Vec<ListenerSample> {
+        rows.sort_by(|a, b| rank(a, b, somaxconn));
+        if rows.len() <= max {
+            return rows;
+        }
+        self.cap.apply(&mut rows, &|i| i < max);
+        rows
     }
 }
 
@@ -510,6 +638,9 @@ pub fn encode(rows: &[ListenerSample], out: &mut Families) {
         if let Some(limit) = r.limit {
             out.push(&LISTEN_QUEUE_LIMIT, &[proto, name], limit as f64);
             out.push(&LISTEN_QUEUE_FULL, &[proto, name], l.full_seconds_total);
+        }
+        if let Some(d) = l.drops_total {
+            out.push(&LISTEN_DROPS, &[proto, name], d);
         }
         out.push(
             &LISTEN_CONNECTIONS,

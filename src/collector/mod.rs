@@ -3,6 +3,7 @@
 //! the code that computes them) and does no I/O. [`Sample`] is everything
 //! one poll of one network namespace learned.
 
+pub mod cap;
 pub mod census;
 pub mod counters;
 pub mod ephemeral_ports;

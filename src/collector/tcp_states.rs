@@ -49,6 +49,14 @@ impl TcpStates {
         }
     }
 
+    /// Adds `n` sockets in `state` to `family`, when that family was read
+    /// (carried counts of sockets this read did not ask for).
+    pub fn add_read(&mut self, family: Family, state: TcpState, n: u64) {
+        if let Some(c) = self.slot(family) {
+            c[state.index()] += n;
+        }
+    }
+
     /// True when at least one family was read.
     pub fn any(&self) -> bool {
         self.ipv4.is_some() || self.ipv6.is_some()

@@ -73,6 +73,7 @@ mod tests {
             listen_queue: Some(ListenQueue {
                 queued: 5,
                 limit: Some(4),
+                drops: None,
             }),
         });
         let text = crate::metrics::encoded(|f| u.encode(f));

@@ -196,3 +196,27 @@ fn failing_sources_are_absent_and_counted() {
     assert!(!text.contains("sockscope_sysctl_somaxconn"));
     assert!(text.contains("sockscope_tcp_sockets{family=\"ipv4\""));
 }
+
+/// Bound-only sockets are read on the first census, then when the next
+/// census would find the figure older than `--census.max-interval`, and on
+/// every census while a pool is near exhaustion.
+#[test]
+fn bound_only_cadence() {
+    let max = Duration::from_secs(15);
+    let t0 = Instant::now();
+    let mut b = BoundOnly::default();
+    assert!(b.due(t0, Duration::ZERO, max, false), "first census");
+    b.read_at = Some(t0);
+    let s = Duration::from_secs;
+    assert!(!b.due(t0 + s(1), s(1), max, false));
+    assert!(!b.due(t0 + s(13), s(1), max, false));
+    assert!(
+        b.due(t0 + s(14), s(1), max, false),
+        "the next would be 15 s old"
+    );
+    assert!(b.due(t0 + s(6), s(9), max, false), "censuses 9 s apart");
+    assert!(
+        b.due(t0 + s(1), s(1), max, true),
+        "near exhaustion: every census"
+    );
+}

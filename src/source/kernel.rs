@@ -114,16 +114,18 @@ impl Kernel {
     }
 
     /// inet_diag: TCP sockets whose state bit is in `states`, of one family
-    /// (`Some`) or both in one walk (`None`).
+    /// (`Some`) or both in one walk (`None`), with the `idiag_ext`
+    /// attributes of `ext` (0, or `EXT_SKMEMINFO` for listeners' drops).
     pub fn inet_diag(
         &mut self,
         family: Option<Family>,
         states: u32,
+        ext: u8,
         visit: &mut dyn FnMut(TcpSocket),
     ) -> Result<ReadStats, SourceError> {
         self.with_netlink(|nl| match family {
-            Some(f) => nl.dump_tcp(f, states, visit),
-            None => nl.dump_tcp_any_family(states, visit),
+            Some(f) => nl.dump_tcp(f, states, ext, visit),
+            None => nl.dump_tcp_any_family(states, ext, visit),
         })
     }
 

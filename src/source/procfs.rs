@@ -172,6 +172,7 @@ pub fn parse_tcp_line(family: Family, line: &[u8]) -> Option<TcpSocket> {
         TcpState::Listen => TcpQueues::Accept(ListenQueue {
             queued: rx,
             limit: None,
+            drops: None,
         }),
         _ => TcpQueues::Bytes { recv: rx, send: tx },
     };

@@ -30,7 +30,8 @@ use netlink_packet_sock_diag::{
 use netlink_sys::{Socket, SocketAddr as NlAddr, protocols::NETLINK_SOCK_DIAG};
 
 use crate::model::{
-    Family, ListenQueue, TcpQueues, TcpSocket, TcpState, UnixName, UnixSocket, UnixState, UnixType,
+    Family, ListenQueue, SocketDrops, TcpQueues, TcpSocket, TcpState, UnixName, UnixSocket,
+    UnixState, UnixType,
 };
 use crate::source::{ReadStats, SourceError};
 
@@ -46,11 +47,15 @@ pub const TCPDIAG_GETSOCK: u16 = 18;
 /// ext (1 byte each), `struct inet_diag_sockid` (48), states, dbs (4 each).
 const INET_DIAG_REQ_LEN: usize = 60;
 
-/// inet_diag state mask of every TCP state: bits 1..=11, 12
-/// (`TCP_NEW_SYN_RECV`, which the crate's `StateFlags::all()` omits) so
+/// inet_diag state mask of every TCP connection state: bits 1..=11, and
+/// 12 (`TCP_NEW_SYN_RECV`, which the crate's `StateFlags::all()` omits) so
 /// that request sockets are dumped on every kernel (the kernel reports
-/// them as `TCP_SYN_RECV`), and 13 ([`TCPF_BOUND_INACTIVE`]).
-pub const TCP_ALL_STATES: u32 = 0x1ffe | TCPF_BOUND_INACTIVE;
+/// them as `TCP_SYN_RECV`). Without [`TCPF_BOUND_INACTIVE`]: asking for
+/// bound-only sockets makes kernels ≥ 6.8 walk their whole bind hash (every
+/// socket that holds a port, TIME_WAIT included) before the established
+/// hash, 30–60 % more kernel time per census at 35k sockets; the census
+/// asks for it on its own cadence (`crate::poller`).
+pub const TCP_ALL_STATES: u32 = 0x1ffe;
 /// `TCPF_BOUND_INACTIVE` (include/net/tcp_states.h, kernel ≥ 6.8): asks
 /// inet_diag for the sockets bound with `bind()` that neither listen nor
 /// connect (the bind hash walk in `inet_diag_dump_icsk()`, after the
@@ -60,6 +65,17 @@ pub const TCP_ALL_STATES: u32 = 0x1ffe | TCPF_BOUND_INACTIVE;
 pub const TCPF_BOUND_INACTIVE: u32 = 1 << 13;
 /// inet_diag state mask of `TCP_LISTEN` only.
 pub const TCP_LISTEN_ONLY: u32 = 1 << 10;
+/// `INET_DIAG_SKMEMINFO` (include/uapi/linux/inet_diag.h): the attribute
+/// carrying `sk_get_meminfo()`'s `u32[SK_MEMINFO_VARS]`, asked for with
+/// bit `INET_DIAG_SKMEMINFO - 1` of `idiag_ext`.
+pub const INET_DIAG_SKMEMINFO: u16 = 7;
+/// `idiag_ext` bit of [`INET_DIAG_SKMEMINFO`]: a dump that sets it gets
+/// every socket's memory figures, `sk_drops` among them (the census asks
+/// for it on listener dumps only).
+pub const EXT_SKMEMINFO: u8 = 1 << (INET_DIAG_SKMEMINFO - 1);
+/// Index of `SK_MEMINFO_DROPS` (`sk_drops`) in that array
+/// (include/uapi/linux/sock_diag.h).
+pub const SK_MEMINFO_DROPS: usize = 8;
 /// unix_diag state mask of every socket (`udiag_states`, matched against
 /// `1 << sk_state` in `sk_diag_dump()`).
 pub const UNIX_ALL_STATES: u32 = u32::MAX;
@@ -93,6 +109,9 @@ mod msg {
     pub const DPORT: Range<usize> = 6..8;
     pub const SRC: Range<usize> = 8..24;
     pub const DST: Range<usize> = 24..40;
+    /// `idiag_cookie[2]`: the socket cookie, low word first.
+    pub const COOKIE_LO: Range<usize> = 44..48;
+    pub const COOKIE_HI: Range<usize> = 48..52;
     pub const EXPIRES: Range<usize> = 52..56;
     pub const RQUEUE: Range<usize> = 56..60;
     /// For LISTEN: `sk_max_ack_backlog`.
@@ -162,11 +181,15 @@ pub fn walk_frames<'a>(
     Ok(false)
 }
 
-/// Decodes one inet_diag response (`struct inet_diag_msg` plus attributes,
-/// which are not needed and not parsed) into a [`TcpSocket`].
+/// Decodes one inet_diag response (`struct inet_diag_msg` plus attributes)
+/// into a [`TcpSocket`]. Of the attributes only `INET_DIAG_SKMEMINFO` is
+/// read, for a listener (its `sk_drops` and cookie become
+/// [`ListenQueue::drops`]); the attributes are walked only when the
+/// socket is a listener.
 ///
 /// Errors: payload shorter than `inet_diag_msg`, a family other than
-/// `AF_INET`/`AF_INET6`, a state outside 1..=12.
+/// `AF_INET`/`AF_INET6`, a state outside 1..=12, a malformed attribute or
+/// an `INET_DIAG_SKMEMINFO` too short to hold `SK_MEMINFO_DROPS`.
 pub fn decode_inet(payload: &[u8]) -> Result<TcpSocket, netlink_packet_core::DecodeError> {
     let Some(m) = payload.first_chunk::<{ msg::LEN }>() else {
         return Err(format!("inet_diag_msg too short: {} bytes", payload.len()).into());
@@ -203,6 +226,7 @@ pub fn decode_inet(payload: &[u8]) -> Result<TcpSocket, netlink_packet_core::Dec
         TcpState::Listen => TcpQueues::Accept(ListenQueue {
             queued: rqueue,
             limit: Some(wqueue),
+            drops: listener_drops(payload, u32_at(msg::COOKIE_LO), u32_at(msg::COOKIE_HI))?,
         }),
         _ => TcpQueues::Bytes {
             recv: rqueue,
@@ -217,6 +241,32 @@ pub fn decode_inet(payload: &[u8]) -> Result<TcpSocket, netlink_packet_core::Dec
         queues,
         expires_ms,
     })
+}
+
+/// The `sk_drops` of a listener's `INET_DIAG_SKMEMINFO` attribute, with
+/// its cookie (`idiag_cookie[0]` low, `[1]` high); `None` when the reply
+/// has no such attribute (the request did not ask for it).
+fn listener_drops(
+    payload: &[u8],
+    cookie_lo: u32,
+    cookie_hi: u32,
+) -> Result<Option<SocketDrops>, netlink_packet_core::DecodeError> {
+    for nla in NlasIterator::new(&payload[msg::LEN..]) {
+        let nla = nla?;
+        if nla.kind() != INET_DIAG_SKMEMINFO {
+            continue;
+        }
+        let at = SK_MEMINFO_DROPS * 4;
+        let drops = nla
+            .value()
+            .get(at..at + 4)
+            .ok_or("INET_DIAG_SKMEMINFO without SK_MEMINFO_DROPS")?;
+        return Ok(Some(SocketDrops {
+            cookie: u64::from(cookie_lo) | u64::from(cookie_hi) << 32,
+            drops: u32::from_ne_bytes(drops.try_into().expect("4 bytes")),
+        }));
+    }
+    Ok(None)
 }
 
 /// Decodes one unix_diag response (`struct unix_diag_msg` + `UNIX_DIAG_*`
@@ -255,6 +305,7 @@ pub fn decode_unix(payload: &[u8]) -> Result<UnixSocket, netlink_packet_core::De
                     listen_queue = Some(ListenQueue {
                         queued: u32::from_ne_bytes(*queued),
                         limit: Some(u32::from_ne_bytes(limit.try_into().expect("4 bytes"))),
+                        drops: None,
                     });
                 }
             }
@@ -365,7 +416,7 @@ impl SockDiag {
         };
         // An empty legacy dump (no state asked: the kernel walks nothing)
         // says whether the kernel serves it.
-        sd.any_family = sd.dump_tcp_any_family(0, &mut |_| {}).is_ok();
+        sd.any_family = sd.dump_tcp_any_family(0, 0, &mut |_| {}).is_ok();
         Ok(sd)
     }
 
@@ -392,6 +443,7 @@ impl SockDiag {
     pub fn dump_tcp_any_family(
         &mut self,
         states: u32,
+        ext: u8,
         visit: &mut dyn FnMut(TcpSocket),
     ) -> Result<ReadStats, SourceError> {
         self.seq = self.seq.wrapping_add(1);
@@ -402,10 +454,11 @@ impl SockDiag {
         header.sequence_number = self.seq;
         let mut req = vec![0u8; 16 + INET_DIAG_REQ_LEN];
         header.emit(&mut req[..16]);
-        // idiag_family (ignored: AF_UNSPEC), src_len, dst_len, ext = 0;
+        // idiag_family (ignored: AF_UNSPEC), src_len, dst_len, ext;
         // the sockid is zero (no address or port filter) but its cookie,
         // INET_DIAG_NOCOOKIE; then idiag_states and idiag_dbs = 0.
         req[16] = AF_INET;
+        req[16 + 3] = ext;
         req[16 + 4 + 40..16 + 4 + 48].fill(0xff);
         req[16 + 52..16 + 56].copy_from_slice(&states.to_ne_bytes());
         self.exchange("TCPDIAG_GETSOCK", &req, &mut |payload, stats| {
@@ -414,7 +467,8 @@ impl SockDiag {
     }
 
     /// Dumps TCP sockets of `family` whose state bit is set in `states`
-    /// (bit N = TCP state N; see [`TCP_ALL_STATES`]).
+    /// (bit N = TCP state N; see [`TCP_ALL_STATES`]), with the attributes
+    /// whose `idiag_ext` bits are set in `ext` (0 or [`EXT_SKMEMINFO`]).
     ///
     /// The kernel walks the listening hash before the established hash
     /// (`inet_diag_dump_icsk()`), so listeners arrive first.
@@ -428,6 +482,7 @@ impl SockDiag {
         &mut self,
         family: Family,
         states: u32,
+        ext: u8,
         visit: &mut dyn FnMut(TcpSocket),
     ) -> Result<ReadStats, SourceError> {
         let (af, socket_id) = match family {
@@ -437,7 +492,7 @@ impl SockDiag {
         let req = SockDiagMessage::InetRequest(InetRequest {
             family: af,
             protocol: IPPROTO_TCP,
-            extensions: ExtensionFlags::empty(),
+            extensions: ExtensionFlags::from_bits_retain(ext),
             states: StateFlags::from_bits_retain(states),
             socket_id,
         });

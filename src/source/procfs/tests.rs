@@ -110,7 +110,8 @@ fn fixture_tcp_full_listener_queue_is_limit_plus_one() {
         l.queues,
         TcpQueues::Accept(ListenQueue {
             queued: 9,
-            limit: None
+            limit: None,
+            drops: None,
         }),
         "backlog 8 holds limit + 1; procfs has no limit"
     );
@@ -693,6 +694,7 @@ fn tcp_socket(family: Family) -> BoxedStrategy<TcpSocket> {
                     TcpState::Listen => TcpQueues::Accept(ListenQueue {
                         queued: recv,
                         limit: None,
+                        drops: None,
                     }),
                     _ => TcpQueues::Bytes { recv, send },
                 },
