@@ -26,7 +26,8 @@
 # 60 s, so a world is good for one phase; leaving the namespace purges its
 # TIME_WAIT sockets at once):
 #   peers: sockscope snapshot --timing (one-shots), the raw netlink walk
-#          (examples/netlink_walk.rs: the census's dumps, headers only;
+#          (examples/netlink_walk.rs: the census's dumps, headers only,
+#          without and with --bound-inactive;
 #          back to back, 1 s apart like the agent, one dump per family,
 #          listeners only), ss -tan,
 #          ss -xa, cat /proc/net/tcp{,6}, snapshot --source procfs, and
@@ -150,6 +151,9 @@ EOF
         wall snapshot_wall_ms "$BIN" snapshot
         recline walk_ "$("$WALK" --iterations "$REPS" $WALK_ARGS | tail -1)"
         recline walkpf_ "$("$WALK" --iterations "$REPS" --per-family $WALK_ARGS | tail -1)"
+        # with bound-only sockets (TCPF_BOUND_INACTIVE), as the census asks
+        # on its own cadence (and as every census did before 0.2.0)
+        recline walkbound_ "$("$WALK" --iterations "$REPS" --bound-inactive $WALK_ARGS | tail -1)"
         # at the agent's cadence: after a 1 s sleep the kernel's socket
         # structures are out of the CPU caches (REPS seconds)
         recline walkcold_ "$("$WALK" --iterations "$REPS" --interval-ms 1000 $WALK_ARGS | tail -1)"

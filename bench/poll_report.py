@@ -161,6 +161,7 @@ def main():
     )
     row("raw walk 1 s apart, as the agent polls (`--interval-ms 1000`), ms", P("walkcold_median_ms"))
     row("raw walk, one inet_diag dump per family (`--per-family`, the fallback), ms", P("walkpf_median_ms"))
+    row("raw walk with bound-only sockets (`--bound-inactive`), ms", P("walkbound_median_ms"))
     row("raw walk, listeners only (`--listeners-only`), ms", P("walklisten_median_ms"), digits=2)
     row("`ss -tan` wall, ms", P("ss_tan_ms"))
     row("`ss -xa` wall, ms", P("ss_xa_ms"))
@@ -204,6 +205,7 @@ def main():
     rrow("agent poll / `ss -tan`", poll, P("ss_tan_ms"), 0.3)
     rrow("agent poll / raw walk", poll, P("walk_median_ms"), 1.3)
     rrow("agent poll / raw walk 1 s apart", poll, P("walkcold_median_ms"), 1.3)
+    rrow("agent poll / raw walk with `--bound-inactive`", poll, P("walkbound_median_ms"), 1.3)
     rrow("snapshot total / raw walk (same phase)", P("snapshot_total_ms"), P("walk_median_ms"), 1.3)
     # like for like with the peers, which run back to back: one-shot
     # censuses, back to back (`snapshot --timing`)

@@ -6,7 +6,7 @@
 //! Used by `bench/poll.sh`.
 //!
 //!     cargo run --release --example netlink_walk -- [--iterations N] [--buf BYTES]
-//!         [--unix-show MASK] [--per-family] [--listeners-only] [--interval-ms MS]
+//!         [--unix-show MASK] [--per-family] [--listeners-only] [--bound-inactive] [--interval-ms MS]
 //!
 //! Options: `--unix-show MASK` (the `UDIAG_SHOW_*` bits of the unix_diag
 //! request; the poller asks NAME|RQLEN = 17, it asked 29 =
@@ -35,10 +35,13 @@ use netlink_packet_sock_diag::{
 };
 use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_SOCK_DIAG};
 
-/// The census's states: every TCP state and `TCPF_BOUND_INACTIVE` (1 << 13,
-/// bound-only sockets, kernel ≥ 6.8; it makes the kernel walk its bind hash
-/// too, and an older kernel ignores the bit), as `src/source/sock_diag.rs`.
-const TCP_ALL_STATES: u32 = 0x1ffe | 1 << 13;
+/// The census's states: every TCP state, as `src/source/sock_diag.rs`.
+const TCP_ALL_STATES: u32 = 0x1ffe;
+/// `TCPF_BOUND_INACTIVE` (1 << 13, bound-only sockets, kernel ≥ 6.8; it
+/// makes the kernel walk its bind hash too, and an older kernel ignores the
+/// bit): added with `--bound-inactive`, as the census does on its own
+/// cadence.
+const TCPF_BOUND_INACTIVE: u32 = 1 << 13;
 const TCP_LISTEN_ONLY: u32 = 1 << 10;
 
 #[derive(Default, Clone, Copy)]
@@ -154,6 +157,7 @@ fn main() {
     let mut buf_len = 64 * 1024;
     let mut per_family = false;
     let mut listeners_only = false;
+    let mut bound_inactive = 0;
     let mut interval_ms = 0u64;
     let mut unix_show = ShowFlags::NAME | ShowFlags::RQLEN; // as the poller asks
     let mut args = std::env::args().skip(1);
@@ -164,11 +168,12 @@ fn main() {
             "--buf" => buf_len = value() as usize,
             "--per-family" => per_family = true,
             "--listeners-only" => listeners_only = true,
+            "--bound-inactive" => bound_inactive = TCPF_BOUND_INACTIVE,
             "--interval-ms" => interval_ms = value(),
             "--unix-show" => unix_show = ShowFlags::from_bits_retain(value() as u32),
             _ => {
                 eprintln!(
-                    "usage: netlink_walk [--iterations N] [--buf BYTES] [--unix-show UDIAG_SHOW_MASK] [--per-family] [--listeners-only] [--interval-ms MS]"
+                    "usage: netlink_walk [--iterations N] [--buf BYTES] [--unix-show UDIAG_SHOW_MASK] [--per-family] [--listeners-only] [--bound-inactive] [--interval-ms MS]"
                 );
                 std::process::exit(2);
             }
@@ -188,10 +193,11 @@ fn main() {
         let mut w = Walk::default();
         let c0 = cpu_ms();
         let t0 = Instant::now();
+        let rest = (TCP_ALL_STATES & !TCP_LISTEN_ONLY) | bound_inactive;
         let tcp_dumps: &[u32] = if listeners_only {
             &[TCP_LISTEN_ONLY]
         } else {
-            &[TCP_LISTEN_ONLY, TCP_ALL_STATES & !TCP_LISTEN_ONLY]
+            &[TCP_LISTEN_ONLY, rest]
         };
         if !per_family && !listeners_only {
             for &states in tcp_dumps {

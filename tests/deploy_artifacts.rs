@@ -311,8 +311,10 @@ fn alerts() -> Vec<Alert> {
 }
 
 const REQUIRED_ALERTS: &[&str] = &[
+    "SockscopeEphemeralPortsExhaustionImminent",
+    "SockscopeEphemeralPortsExhausted",
     "SockscopeEphemeralPortsNearExhaustion",
-    "SockscopeEphemeralPortsExhaustionForecast",
+    "SockscopeListenerDropping",
     "SockscopeListenQueueSaturated",
     "SockscopeListenOverflows",
     "SockscopeUnixListenerStuck",
@@ -799,11 +801,17 @@ fn dashboard_queries_filter_on_job_and_instance() {
         ),
         "no sum by (instance) of sockscope_listen_connections on $nginx_listener"
     );
-    assert!(
-        all.iter()
-            .any(|(_, e)| e.contains("predict_linear(sockscope_ephemeral_ports_available{")),
-        "no predict_linear forecast of sockscope_ephemeral_ports_available"
-    );
+    // The agent's forecast per pool and the drops per listener.
+    for needle in [
+        "sockscope_ephemeral_ports_exhaustion_seconds{",
+        "rate(sockscope_ephemeral_ports_time_wait_entries_total{",
+        "increase(sockscope_listen_queue_drops_total{",
+    ] {
+        assert!(
+            all.iter().any(|(_, e)| e.contains(needle)),
+            "no dashboard query with {needle}"
+        );
+    }
 }
 
 #[test]
@@ -1328,4 +1336,32 @@ fn systemd_analyze_verify_and_security() {
         "systemd-analyze security scores the unit above 2.0:\n{}",
         text(&o)
     );
+}
+
+/// The intervals the rules need ship with them: the port and listener
+/// rule groups are evaluated every 5s, and every shipped way of scraping
+/// the agent (scrape.yml's two jobs, the PodMonitor) scrapes it every 5s.
+#[test]
+#[ignore = "needs python3 with PyYAML: ./scripts/test installs it"]
+fn shipped_intervals_are_the_ones_the_rules_need() {
+    let alerts = yaml("deploy/prometheus/alerts.yml");
+    let mut fast = 0;
+    for g in arr(&alerts["groups"], "groups") {
+        let name = s(&g["name"], "group name");
+        if name == "sockscope.ephemeral-ports" || name == "sockscope.listeners" {
+            assert_eq!(g["interval"], "5s", "group {name}");
+            fast += 1;
+        }
+    }
+    assert_eq!(fast, 2, "both paging groups found");
+    let scrape = yaml("deploy/prometheus/scrape.yml");
+    let jobs = arr(&scrape["scrape_configs"], "scrape_configs");
+    assert!(!jobs.is_empty());
+    for j in jobs {
+        assert_eq!(j["scrape_interval"], "5s", "job {}", j["job_name"]);
+    }
+    let pm = yaml("deploy/kubernetes/podmonitor.yaml");
+    for ep in arr(&pm["spec"]["podMetricsEndpoints"], "podMetricsEndpoints") {
+        assert_eq!(ep["interval"], "5s");
+    }
 }
