@@ -18,6 +18,7 @@
 
 pub mod agent;
 pub mod certs;
+pub mod churn;
 pub mod http;
 pub mod load;
 pub mod metrics;
