@@ -26,7 +26,6 @@
 
 mod common;
 
-use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -36,6 +35,7 @@ use common::churn::{Churn, churn, client_closes_first_server};
 use common::netns::{run_in_netns, setup_port_range_netns};
 use common::prereq;
 use common::process::{LabProcess, wait_listening};
+use common::prometheus::shipped_config;
 use common::truth::tcp_listening;
 use common::wait::wait_for;
 
@@ -69,26 +69,17 @@ fn api(path: &str) -> serde_json::Value {
     v["data"].clone()
 }
 
-/// The Prometheus configuration: scrape.yml's global settings and its
-/// `sockscope` job as shipped (the target: the agent's address), the
-/// shipped rule files read in place.
-fn prometheus_config() -> String {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/prometheus");
-    let text = std::fs::read_to_string(root.join("scrape.yml")).unwrap();
-    let mut cfg: serde_yaml_ng::Value = serde_yaml_ng::from_str(&text).unwrap();
-    let jobs = cfg["scrape_configs"].as_sequence_mut().unwrap();
-    jobs.retain(|j| j["job_name"] == "sockscope");
-    assert_eq!(jobs.len(), 1, "scrape.yml has the sockscope job");
-    assert_eq!(jobs[0]["scrape_interval"], "5s", "the shipped interval");
-    jobs[0]["static_configs"] =
-        serde_yaml_ng::from_str(&format!("[{{targets: ['{AGENT_ADDR}']}}]")).unwrap();
-    cfg["rule_files"] = serde_yaml_ng::Value::Sequence(
-        ["alerts.yml", "recording.yml"]
-            .iter()
-            .map(|f| root.join(f).display().to_string().into())
-            .collect(),
-    );
-    serde_yaml_ng::to_string(&cfg).unwrap()
+/// `expr` percent-encoded for a query string.
+fn encode(expr: &str) -> String {
+    expr.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
 }
 
 /// Port alerts seen by the watcher: (when, alertname, destination, state).
@@ -135,7 +126,7 @@ fn run_case(
         || agent.assert_running(),
     );
     let dir = tempfile::tempdir().unwrap();
-    let mut prometheus = LabProcess::prometheus(dir.path(), &prometheus_config(), PROM);
+    let mut prometheus = LabProcess::prometheus(dir.path(), &shipped_config(AGENT_ADDR), PROM);
     wait_for("Prometheus ready", Duration::from_secs(60), || {
         ureq::get(&format!("http://{PROM}/-/ready"))
             .call()
@@ -255,7 +246,10 @@ fn prometheus_quiet_for_a_steady_pool_at_60_percent() {
             "no port alert, pending or firing: {seen:?}"
         );
         let q = api(&format!(
-            "/api/v1/query?query=max_over_time(sockscope_ephemeral_ports_used{{destination=\"{SERVER}\",state=\"time_wait\"}}[30s])"
+            "/api/v1/query?query={}",
+            encode(&format!(
+                "max_over_time(sockscope_ephemeral_ports_used{{destination=\"{SERVER}\",state=\"time_wait\"}}[30s])"
+            ))
         ));
         let tw: f64 = q["result"][0]["value"][1]
             .as_str()

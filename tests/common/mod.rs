@@ -26,6 +26,7 @@ pub mod netns;
 pub mod nginx;
 pub mod prereq;
 pub mod process;
+pub mod prometheus;
 pub mod scrape;
 pub mod truth;
 pub mod wait;
