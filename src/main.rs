@@ -36,8 +36,9 @@ use sockscope_lab::{self as lab, Addr};
 struct Cli {
     #[command(subcommand)]
     command: Command,
-    /// Log level: error, warn, info, debug, trace (or a tracing filter).
-    #[arg(long = "log.level", default_value = "info", global = true)]
+    /// Log level: off, error, warn (or warning), info, debug, trace; or
+    /// comma-separated directives such as info,sockscope::web=debug.
+    #[arg(long = "log.level", default_value = "info", global = true, value_parser = parse_log_level)]
     log_level: String,
     /// Log format.
     #[arg(long = "log.format", value_enum, default_value = "text", global = true)]
@@ -148,11 +149,11 @@ struct PollArgs {
     source: SourceMode,
     /// Per-destination series kept (fullest pools); the rest are summed
     /// into destination="other".
-    #[arg(long = "ephemeral.top-destinations", default_value_t = 20)]
+    #[arg(long = "ephemeral.top-destinations", default_value_t = 20, value_parser = at_least_one())]
     top_destinations: usize,
     /// Per-listener series kept (fullest queues); the rest are summed into
     /// listener="other".
-    #[arg(long = "listen.max-listeners", default_value_t = 200)]
+    #[arg(long = "listen.max-listeners", default_value_t = 200, value_parser = at_least_one())]
     max_listeners: usize,
 }
 
@@ -168,7 +169,7 @@ struct AgentArgs {
     netns: NetnsMode,
     /// With --netns all: namespaces reported at most (those with the most
     /// sockets); the rest are counted in sockscope_netns_over_limit.
-    #[arg(long = "netns.max-namespaces", default_value_t = 128)]
+    #[arg(long = "netns.max-namespaces", default_value_t = 128, value_parser = at_least_one())]
     max_namespaces: usize,
     /// Time between polls (e.g. 1s, 500ms). Every poll samples the
     /// listeners' accept queues; the census of every socket runs as
@@ -186,8 +187,9 @@ struct AgentArgs {
     /// Address to serve on: ":9977" (all interfaces), "127.0.0.1:9977", "[::1]:9977".
     #[arg(long = "web.listen-address", default_value = ":9977")]
     listen: String,
-    /// nginx stub_status to scrape on every poll: http://HOST:PORT/PATH or
-    /// unix:/path/to.sock:/PATH (repeatable).
+    /// nginx stub_status to scrape every --poll.interval, on its own clock
+    /// beside the kernel poll: http://HOST[:PORT]/PATH (port 1-65535,
+    /// default 80) or unix:/path/to.sock:/PATH (repeatable).
     #[arg(long = "nginx.scrape-uri", value_parser = parse_target)]
     nginx: Vec<Target>,
     /// Time limit of one stub_status scrape (connect, request and body).
@@ -242,6 +244,15 @@ fn parse_ratio(s: &str) -> Result<f64, String> {
     }
 }
 
+/// A count of at least 1 (a cap on series or namespaces).
+fn at_least_one() -> clap::builder::RangedU64ValueParser<usize> {
+    clap::builder::RangedU64ValueParser::<usize>::new().range(1..)
+}
+
+fn parse_log_level(s: &str) -> Result<String, String> {
+    sockscope::logging::parse_filter(s)
+}
+
 fn parse_target(s: &str) -> Result<Target, String> {
     s.parse()
 }
@@ -265,11 +276,6 @@ impl PollArgs {
                 net.display()
             )
         })?;
-        if self.top_destinations == 0 || self.max_listeners == 0 {
-            return Err(
-                "--ephemeral.top-destinations and --listen.max-listeners must be at least 1".into(),
-            );
-        }
         let cfg = Config {
             source: self.source,
             top_destinations: self.top_destinations,
@@ -283,8 +289,7 @@ impl PollArgs {
 }
 
 fn init_logging(level: &str, format: LogFormat) -> Result<(), String> {
-    let filter = tracing_subscriber::EnvFilter::try_new(level)
-        .map_err(|e| format!("--log.level {level:?}: {e}"))?;
+    let filter = sockscope::logging::env_filter(level)?;
     use std::io::IsTerminal;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -352,9 +357,6 @@ fn run_agent(args: AgentArgs) -> Result<(), String> {
         cpu_budget_ratio: args.census_budget,
         max_interval: args.census_max_interval,
     })?;
-    if args.max_namespaces == 0 {
-        return Err("--netns.max-namespaces must be at least 1".into());
-    }
     let sampler = match args.netns {
         NetnsMode::Own => Sampler::Own(Box::new(poller)),
         NetnsMode::All => {
@@ -506,11 +508,43 @@ fn run_upstream(a: UpstreamArgs) -> Result<(), String> {
     })
 }
 
+/// Exit status of a bad command line (clap's, for every usage error).
+const EXIT_USAGE: u8 = 2;
+/// Exit status of every other failure (one line on stderr).
+const EXIT_FAILURE: u8 = 1;
+
+/// The one line of a usage error: clap's message without its `error: `
+/// prefix, usage and hints.
+fn usage_error_line(e: &clap::Error) -> String {
+    let rendered = e.render().to_string();
+    let msg: Vec<&str> = rendered
+        .lines()
+        .map(str::trim)
+        .take_while(|l| !l.is_empty() && !l.starts_with("Usage:"))
+        .collect();
+    let msg = msg.join(" ");
+    let msg = msg.strip_prefix("error: ").unwrap_or(&msg);
+    format!("sockscope: {msg} (see --help)")
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        // --help, --version, and the help printed for a missing subcommand.
+        Err(e)
+            if !e.use_stderr()
+                || e.kind() == clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand =>
+        {
+            e.exit()
+        }
+        Err(e) => {
+            eprintln!("{}", usage_error_line(&e));
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
     if let Err(e) = init_logging(&cli.log_level, cli.log_format) {
         eprintln!("sockscope: {e}");
-        return ExitCode::from(2);
+        return ExitCode::from(EXIT_USAGE);
     }
     let res = match cli.command {
         Command::Agent(a) => run_agent(a),
@@ -520,10 +554,10 @@ fn main() -> ExitCode {
     };
     match res {
         Ok(()) => ExitCode::SUCCESS,
+        // Printed once, not also logged: the README promises one line.
         Err(e) => {
-            tracing::error!("{e}");
             eprintln!("sockscope: {e}");
-            ExitCode::FAILURE
+            ExitCode::from(EXIT_FAILURE)
         }
     }
 }

@@ -216,32 +216,58 @@ fn copy_tree(from: &std::path::Path, to: &std::path::Path) {
     }
 }
 
+/// Bad input exits with exactly one line on stderr: status 2 for a bad
+/// command line (an unknown flag or a value a flag refuses), 1 for
+/// everything found after it (an unreadable `--path.procfs`, an address in
+/// use). Never a log line beside it.
 #[test]
 fn bad_input_exits_with_one_line_error() {
     let bin = env!("CARGO_BIN_EXE_sockscope");
-    let cases: &[(&[&str], &str)] = &[
+    let cases: &[(&[&str], &str, i32)] = &[
         (
             &["agent", "--path.procfs", "/nonexistent/proc"],
             "--path.procfs",
+            1,
         ),
-        (&["agent", "--poll.interval", "soon"], "--poll.interval"),
+        (&["agent", "--poll.interval", "soon"], "--poll.interval", 2),
         (
             &["agent", "--web.listen-address", "localhost"],
             "--web.listen-address",
+            1,
         ),
-        (&["snapshot", "--source", "carrier-pigeon"], "--source"),
+        (&["snapshot", "--source", "carrier-pigeon"], "--source", 2),
+        (&["snapshot", "--no-such-flag"], "--no-such-flag", 2),
+        (
+            &["agent", "--nginx.scrape-uri", "http://127.0.0.1:99999/x"],
+            "expected 1-65535",
+            2,
+        ),
+        (
+            &["agent", "--nginx.scrape-uri", "https://127.0.0.1/x"],
+            "only http:// and unix:",
+            2,
+        ),
+        (&["snapshot", "--log.level", "bogus"], "not a level", 2),
+        (
+            &["snapshot", "--listen.max-listeners", "0"],
+            "--listen.max-listeners",
+            2,
+        ),
+        (&["proxy", "--listen", "127.0.0.1:1"], "--upstream", 2),
     ];
-    for (args, needle) in cases {
+    for (args, needle, code) in cases {
         let out = std::process::Command::new(bin)
             .args(*args)
             .output()
             .unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(!out.status.success(), "{args:?} should fail");
+        assert_eq!(out.status.code(), Some(*code), "{args:?}: {stderr}");
         assert!(
             stderr.contains(needle),
             "{args:?}: error should name {needle}: {stderr}"
         );
+        assert_eq!(stderr.lines().count(), 1, "{args:?}: one line: {stderr}");
+        assert!(stderr.starts_with("sockscope: "), "{args:?}: {stderr}");
     }
     // A listen address in use.
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -257,12 +283,36 @@ fn bad_input_exits_with_one_line_error() {
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
-    let last = stderr.lines().last().unwrap_or_default();
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    // The "starting" log lines are info; the error is the one line after.
+    let errors: Vec<&str> = stderr.lines().filter(|l| l.contains("in use")).collect();
+    assert_eq!(errors.len(), 1, "the error once, not also logged: {stderr}");
     assert!(
-        last.starts_with("sockscope: --web.listen-address") && last.contains("in use"),
+        errors[0].starts_with("sockscope: --web.listen-address"),
         "{stderr}"
     );
+}
+
+/// `--log.level warning` (or `WARN`, or `target=level`) keeps the warnings:
+/// with a source missing, its warning is logged.
+#[test]
+fn log_level_warning_keeps_warnings() {
+    let dir = tempfile::tempdir().unwrap();
+    copy_tree(std::path::Path::new(FIXTURE), dir.path());
+    std::fs::remove_file(dir.path().join("net/unix")).unwrap();
+    for level in ["warning", "WARN", "info,sockscope=warning"] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_sockscope"))
+            .args(["snapshot", "--source", "procfs", "--log.level", level])
+            .arg("--path.procfs")
+            .arg(dir.path())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains("WARN") && stderr.contains("net/unix"),
+            "--log.level {level}: the warning is logged: {stderr}"
+        );
+    }
 }
 
 /// `sockscope snapshot` of the fixture tree with `extra` flags.

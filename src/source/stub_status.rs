@@ -160,7 +160,19 @@ impl std::str::FromStr for Target {
             return Err(bad("only http:// and unix: are supported"));
         }
         let authority = uri.authority().ok_or_else(|| bad("missing host"))?;
-        let port = authority.port_u16().unwrap_or(80);
+        if authority.host().is_empty() {
+            return Err(bad("missing host"));
+        }
+        // `Uri` takes any digits after the colon and `port_u16()` is `None`
+        // for what does not fit a u16: read the port text itself.
+        let port = match port_text(authority.as_str()) {
+            None => 80,
+            Some(p) => p
+                .parse::<u16>()
+                .ok()
+                .filter(|&p| p != 0)
+                .ok_or_else(|| bad(&format!("port {p:?}: expected 1-65535")))?,
+        };
         let path = uri
             .path_and_query()
             .map_or("/".to_owned(), |p| p.as_str().to_owned());
@@ -170,6 +182,17 @@ impl std::str::FromStr for Target {
             path,
         })
     }
+}
+
+/// The text after the port colon of an authority (`user@host:port`,
+/// `[v6]:port`), if there is a colon.
+fn port_text(authority: &str) -> Option<&str> {
+    let host_port = authority.rsplit('@').next().unwrap_or(authority);
+    let after_host = match host_port.strip_prefix('[') {
+        Some(v6) => v6.split_once(']').map_or("", |(_, rest)| rest),
+        None => host_port.find(':').map_or("", |i| &host_port[i..]),
+    };
+    after_host.strip_prefix(':')
 }
 
 /// Why a scrape failed; `kind()` is the `reason` label.
@@ -252,7 +275,12 @@ pub struct TargetSample {
     /// `None` when the last scrape failed (then `sockscope_nginx_up` 0 and
     /// no figures).
     pub status: Option<StubStatus>,
+    /// Time the scrape took, in seconds.
     pub duration_seconds: f64,
+    /// When the scrape ended, in seconds since the Unix epoch: scrapes run
+    /// on their own clock, apart from the kernel poll, so this says how old
+    /// the figures are.
+    pub timestamp: f64,
     /// Failed scrapes since start, by reason.
     pub errors_total: BTreeMap<&'static str, u64>,
 }
@@ -337,15 +365,22 @@ impl Scraper {
             target: self.target.to_string(),
             status,
             duration_seconds: start.elapsed().as_secs_f64(),
+            timestamp: unix_now(),
             errors_total: self.errors.clone(),
         }
     }
+
+    /// The target this scraper reads.
+    pub fn target(&self) -> &Target {
+        &self.target
+    }
 }
 
-/// Scrapes every target concurrently.
-pub async fn scrape_all(scrapers: &mut [Scraper], timeout: Duration) -> Vec<TargetSample> {
-    let futs = scrapers.iter_mut().map(|s| s.scrape(timeout));
-    futures_util::future::join_all(futs).await
+/// Seconds since the Unix epoch, now.
+fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
 }
 
 #[cfg(test)]

@@ -87,6 +87,34 @@ fn target_uris() {
     }
 }
 
+/// A port that is not 1-65535 is refused, not read as port 80.
+#[test]
+fn target_ports_out_of_range_are_refused() {
+    for (uri, addr) in [
+        ("http://127.0.0.1/x", "127.0.0.1:80"),
+        ("http://127.0.0.1:65535/x", "127.0.0.1:65535"),
+        ("http://[::1]:8080/x", "[::1]:8080"),
+        ("http://[::1]/x", "[::1]:80"),
+        ("http://localhost:1/x", "localhost:1"),
+    ] {
+        let t: Target = uri.parse().unwrap();
+        assert_eq!(t.conn, Conn::Tcp(addr.into()), "{uri}");
+    }
+    for bad in [
+        "http://127.0.0.1:99999/x",
+        "http://127.0.0.1:65536/x",
+        "http://127.0.0.1:2920x/x",
+        "http://127.0.0.1:/x",
+        "http://127.0.0.1:0/x",
+        "http://[::1]:70000/x",
+        "http://:8080/x",
+    ] {
+        let e = bad.parse::<Target>().unwrap_err();
+        assert!(e.starts_with("--nginx.scrape-uri"), "{bad}: {e}");
+        assert!(!e.contains('\n'), "{bad}: one line: {e}");
+    }
+}
+
 proptest! {
     #[test]
     fn parser_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..2048)) {
