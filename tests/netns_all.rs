@@ -12,8 +12,8 @@
 //! Then churn (namespaces created and destroyed while the agent runs), and
 //! the agent without privileges.
 //!
-//! Needs root, iproute2 (`ss`, `ip`, `nsenter`), python3 and the cgroup v1
-//! `pids` hierarchy: marked `#[ignore]`, run by `./scripts/test`.
+//! Needs root, iproute2 (`ss`, `ip`, `nsenter`), python3 and a cgroup
+//! hierarchy (v2, or v1 `pids`): marked `#[ignore]`, run by `./scripts/test`.
 
 mod common;
 
@@ -102,24 +102,58 @@ fn ns_inode(path: &str) -> String {
         .to_string()
 }
 
-/// A kubelet cgroupfs-layout cgroup (`/kubepods/besteffort/pod<uid>/`) in
-/// the v1 `pids` hierarchy holding one process; removed on drop.
+/// A kubelet-style pod cgroup holding one process, in whichever hierarchy
+/// the host has (removed on drop): cgroup v2 — the only one on a
+/// standard Debian 12 host (systemd), at `/sys/fs/cgroup`, or at
+/// `/sys/fs/cgroup/unified` beside v1 — in kubelet's systemd layout
+/// `kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod<uid>.slice`
+/// (`-` of the UID as `_`); else the v1 `pids` hierarchy in the cgroupfs
+/// layout `/kubepods/besteffort/pod<uid>/`.
 struct PodCgroup {
+    root: PathBuf,
     dirs: Vec<PathBuf>,
     pid: u32,
 }
 
 impl PodCgroup {
-    fn place(pid: u32) -> PodCgroup {
-        let root = Path::new("/sys/fs/cgroup/pids");
+    /// The hierarchy to use and the pod cgroup's path components in it.
+    fn layout() -> (PathBuf, Vec<String>) {
+        let v2 = ["/sys/fs/cgroup", "/sys/fs/cgroup/unified"]
+            .into_iter()
+            .map(Path::new)
+            .find(|r| r.join("cgroup.controllers").exists() || is_cgroup2(r));
+        if let Some(root) = v2 {
+            let uid = POD_UID.replace('-', "_");
+            return (
+                root.to_owned(),
+                vec![
+                    "kubepods.slice".into(),
+                    "kubepods-besteffort.slice".into(),
+                    format!("kubepods-besteffort-pod{uid}.slice"),
+                ],
+            );
+        }
+        let v1 = Path::new("/sys/fs/cgroup/pids");
         assert!(
-            root.join("cgroup.procs").exists(),
-            "prerequisite missing: the cgroup v1 pids hierarchy at {}",
-            root.display()
+            v1.join("cgroup.procs").exists(),
+            "prerequisite missing: a cgroup v2 hierarchy (/sys/fs/cgroup or /sys/fs/cgroup/unified) \
+             or the cgroup v1 pids hierarchy (/sys/fs/cgroup/pids)"
         );
+        (
+            v1.to_owned(),
+            vec![
+                "kubepods".into(),
+                "besteffort".into(),
+                format!("pod{POD_UID}"),
+            ],
+        )
+    }
+
+    fn place(pid: u32) -> PodCgroup {
+        let (root, parts) = PodCgroup::layout();
         let mut dirs = Vec::new();
-        let mut dir = root.to_owned();
-        for part in ["kubepods", "besteffort", &format!("pod{POD_UID}")] {
+        let mut dir = root.clone();
+        for part in parts {
             dir = dir.join(part);
             if !dir.exists() {
                 std::fs::create_dir(&dir)
@@ -127,14 +161,25 @@ impl PodCgroup {
                 dirs.push(dir.clone());
             }
         }
-        std::fs::write(dir.join("cgroup.procs"), pid.to_string()).unwrap();
-        PodCgroup { dirs, pid }
+        std::fs::write(dir.join("cgroup.procs"), pid.to_string())
+            .unwrap_or_else(|e| panic!("moving {pid} into {}: {e}", dir.display()));
+        PodCgroup { root, dirs, pid }
     }
+}
+
+/// True when `dir` is the mount point of a cgroup v2 hierarchy.
+fn is_cgroup2(dir: &Path) -> bool {
+    std::fs::read_to_string("/proc/self/mounts").is_ok_and(|m| {
+        m.lines().any(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            f.len() > 2 && f[2] == "cgroup2" && Path::new(f[1]) == dir
+        })
+    })
 }
 
 impl Drop for PodCgroup {
     fn drop(&mut self) {
-        let _ = std::fs::write("/sys/fs/cgroup/pids/cgroup.procs", self.pid.to_string());
+        let _ = std::fs::write(self.root.join("cgroup.procs"), self.pid.to_string());
         for d in self.dirs.iter().rev() {
             let _ = std::fs::remove_dir(d);
         }
@@ -206,7 +251,7 @@ fn info<'a>(m: &'a Metrics, netns: &str) -> &'a std::collections::BTreeMap<Strin
 }
 
 #[test]
-#[ignore = "needs root (unshare -n -p), iproute2, python3 and cgroup v1 pids: ./scripts/test runs it"]
+#[ignore = "needs root (unshare -n -p), iproute2, python3 and a cgroup hierarchy: ./scripts/test runs it"]
 fn netns_all_reports_every_namespace_apart() {
     run_unshared(
         "netns_all_reports_every_namespace_apart",
