@@ -14,9 +14,10 @@ use clap::{Args, Parser, Subcommand};
 use sockscope::agent::{PollLoop, Sampler};
 use sockscope::collector::census::CensusPolicy;
 use sockscope::exporter;
-use sockscope::namespaces::NamespacesConfig;
+use sockscope::namespaces::{NamespaceSample, Namespaces, NamespacesConfig};
 use sockscope::poller::{Config, Poller, SourceMode};
 use sockscope::signal::{on_sighup, shutdown_signal};
+use sockscope::snapshot;
 use sockscope::source::ProcRoot;
 use sockscope::source::kernel::Kernel;
 use sockscope::source::stub_status::{Scraper, Target};
@@ -158,10 +159,8 @@ struct PollArgs {
 }
 
 #[derive(Args)]
-struct AgentArgs {
-    #[command(flatten)]
-    poll: PollArgs,
-    /// Which network namespaces to read: self (the agent's own, no netns
+struct NetnsArgs {
+    /// Which network namespaces to read: self (this process's own, no netns
     /// label) or all (every namespace under --path.procfs and /run/netns,
     /// each labelled netns; needs CAP_SYS_ADMIN and CAP_SYS_PTRACE, and
     /// hostPID on Kubernetes).
@@ -171,6 +170,29 @@ struct AgentArgs {
     /// sockets); the rest are counted in sockscope_netns_over_limit.
     #[arg(long = "netns.max-namespaces", default_value_t = 128, value_parser = at_least_one())]
     max_namespaces: usize,
+}
+
+impl NetnsArgs {
+    /// `--netns all`'s settings over `poller`'s (`None` for `self`).
+    fn namespaces(&self, procfs: &std::path::Path, poller: &Poller) -> Option<NamespacesConfig> {
+        match self.netns {
+            NetnsMode::Own => None,
+            NetnsMode::All => Some(NamespacesConfig {
+                procfs: procfs.to_owned(),
+                run_netns: RUN_NETNS.into(),
+                poller: poller.config().clone(),
+                max_namespaces: self.max_namespaces,
+            }),
+        }
+    }
+}
+
+#[derive(Args)]
+struct AgentArgs {
+    #[command(flatten)]
+    poll: PollArgs,
+    #[command(flatten)]
+    netns: NetnsArgs,
     /// Time between polls (e.g. 1s, 500ms). Every poll samples the
     /// listeners' accept queues; the census of every socket runs as
     /// --census.* allow.
@@ -221,10 +243,13 @@ const MAX_HEADER_BYTES: usize = 64 * 1024;
 struct SnapshotArgs {
     #[command(flatten)]
     poll: PollArgs,
-    /// Print JSON instead of tables.
+    #[command(flatten)]
+    netns: NetnsArgs,
+    /// Print JSON instead of tables (schema: README, "snapshot --json").
     #[arg(long)]
     json: bool,
-    /// Also print how long each source took.
+    /// Also print how long each source took (tables only: the JSON always
+    /// has sources[].duration_seconds).
     #[arg(long)]
     timing: bool,
 }
@@ -357,16 +382,11 @@ fn run_agent(args: AgentArgs) -> Result<(), String> {
         cpu_budget_ratio: args.census_budget,
         max_interval: args.census_max_interval,
     })?;
-    let sampler = match args.netns {
-        NetnsMode::Own => Sampler::Own(Box::new(poller)),
-        NetnsMode::All => {
+    let sampler = match args.netns.namespaces(&args.poll.procfs, &poller) {
+        None => Sampler::Own(Box::new(poller)),
+        Some(cfg) => {
             raise_nofile_limit();
-            Sampler::All(NamespacesConfig {
-                procfs: args.poll.procfs.clone(),
-                run_netns: RUN_NETNS.into(),
-                poller: poller.config().clone(),
-                max_namespaces: args.max_namespaces,
-            })
+            Sampler::All(cfg)
         }
     };
     let web = match &args.web_config {
@@ -440,14 +460,70 @@ fn run_agent(args: AgentArgs) -> Result<(), String> {
 
 fn run_snapshot(args: SnapshotArgs) -> Result<(), String> {
     let mut poller = args.poll.poller(CensusPolicy::EVERY_POLL)?;
-    let sample = poller.poll();
-    if args.json {
-        let s = serde_json::to_string_pretty(&sample).map_err(|e| e.to_string())?;
-        println!("{s}");
-    } else {
-        print!("{}", sockscope::snapshot::render(&sample, args.timing));
+    let (samples, stats) = match args.netns.namespaces(&args.poll.procfs, &poller) {
+        None => {
+            let sample = poller.poll();
+            (
+                vec![NamespaceSample {
+                    netns: None,
+                    sample,
+                }],
+                None,
+            )
+        }
+        Some(cfg) => {
+            raise_nofile_limit();
+            let mut all = Namespaces::new(cfg).map_err(|e| format!("--netns all: {e}"))?;
+            let (samples, stats) = all.poll();
+            (samples, Some(stats))
+        }
+    };
+    let out = match (&stats, args.json) {
+        (None, true) => json(&snapshot::Json::new(&samples[0]))?,
+        (None, false) => snapshot::render(&samples[0].sample, args.timing),
+        (Some(stats), true) => json(&snapshot::JsonAll {
+            namespaces: samples.iter().map(snapshot::Json::new).collect(),
+            discovery: stats,
+        })?,
+        (Some(stats), false) => snapshot::render_all(&samples, stats, args.timing),
+    };
+    {
+        use std::io::Write;
+        let mut stdout = std::io::stdout().lock();
+        match stdout
+            .write_all(out.as_bytes())
+            .and_then(|()| stdout.flush())
+        {
+            // A reader that stopped early (`| head`) is not a failure.
+            Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+                return Err(format!("writing the snapshot: {e}"));
+            }
+            _ => {}
+        }
     }
-    Ok(())
+    let unread: Vec<String> = samples
+        .iter()
+        .flat_map(|ns| {
+            let netns = ns.netns.as_ref().map(|i| format!("netns {}: ", i.inode));
+            snapshot::unread(&ns.sample)
+                .into_iter()
+                .map(move |u| format!("{}{u}", netns.as_deref().unwrap_or("")))
+        })
+        .collect();
+    if unread.is_empty() {
+        Ok(())
+    } else {
+        Err(format!(
+            "snapshot: could not read {} (shown as -; see \"Sources down\" or sources[] for why)",
+            unread.join(", ")
+        ))
+    }
+}
+
+fn json(doc: &impl serde::Serialize) -> Result<String, String> {
+    serde_json::to_string_pretty(doc)
+        .map(|s| s + "\n")
+        .map_err(|e| format!("encoding the snapshot as JSON: {e}"))
 }
 
 fn runtime(workers: usize) -> Result<tokio::runtime::Runtime, String> {

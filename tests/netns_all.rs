@@ -304,6 +304,7 @@ fn netns_all_reports_every_namespace_apart() {
                 assert_eq!(i["comm"], "python3");
                 let want_uid = if k == 0 { POD_UID } else { "" };
                 assert_eq!(i["pod_uid"], want_uid, "namespace {k}");
+                assert_eq!(i["agent"], "false", "namespace {k}");
             }
             // The namespace with no process: reported by its name, with the
             // defaults of a fresh namespace and no socket.
@@ -323,8 +324,8 @@ fn netns_all_reports_every_namespace_apart() {
                 ),
                 0.0
             );
-            // Our own namespace is one among the others.
-            info(&m, &own);
+            // Our own namespace is one among the others, marked as the agent's.
+            assert_eq!(info(&m, &own)["agent"], "true");
             assert_eq!(m.value("sockscope_netns_discovered", &[]), 5.0);
             assert_eq!(m.value("sockscope_netns_over_limit", &[]), 0.0);
             assert!(
@@ -334,12 +335,82 @@ fn netns_all_reports_every_namespace_apart() {
                 "every per-namespace series carries netns"
             );
 
+            snapshot_sections(&kids, &own);
+
             churn(&mut agent, &mut scraper);
             drop(kids);
             run_ok("ip", &["netns", "del", "sockscope-empty"]);
             agent.assert_running();
         },
     );
+}
+
+/// `sockscope snapshot --netns all`: a section per namespace, in text and
+/// JSON, with each namespace's own figures (its TIME_WAIT count and
+/// listener queue, which differ by namespace and do not move) and its own
+/// namespace marked.
+fn snapshot_sections(kids: &[ChildNs], own: &str) {
+    let out = Command::new(env!("CARGO_BIN_EXE_sockscope"))
+        .args(["snapshot", "--netns", "all", "--json", "--log.level", "off"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let nss = v["namespaces"].as_array().unwrap();
+    assert_eq!(nss.len(), 5, "every namespace: {v}");
+    for ns in kids {
+        let k = ns.k;
+        let doc = nss
+            .iter()
+            .find(|d| d["netns"]["inode"].as_u64() == ns.inode.parse().ok())
+            .unwrap_or_else(|| panic!("namespace {k} in the snapshot"));
+        assert_eq!(doc["netns"]["hostname"], format!("sockscope-ns{k}"));
+        assert_eq!(doc["netns"]["agent"], false);
+        assert_eq!(
+            doc["tcp"]["ipv4"]["time_wait"],
+            10 * (k + 1),
+            "namespace {k}"
+        );
+        let l = doc["listeners"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|l| l["listener"] == "127.0.0.1:8080")
+            .unwrap();
+        assert_eq!(
+            (l["length"].clone(), l["limit"].clone()),
+            ((k + 2).into(), 8.into())
+        );
+    }
+    let mine = nss
+        .iter()
+        .find(|d| d["netns"]["inode"].as_u64() == own.parse().ok())
+        .unwrap();
+    assert_eq!(mine["netns"]["agent"], true);
+
+    let out = Command::new(env!("CARGO_BIN_EXE_sockscope"))
+        .args(["snapshot", "--netns", "all", "--log.level", "off"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.starts_with("Network namespaces: 5 found, 5 shown"),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("netns {own} (the agent's own)")),
+        "{text}"
+    );
+    for ns in kids {
+        assert!(
+            text.contains(&format!("netns {} hostname=sockscope-ns{}", ns.inode, ns.k)),
+            "{text}"
+        );
+    }
 }
 
 /// Dozens of short-lived namespaces while the agent runs: each is
@@ -550,7 +621,14 @@ fn netns_all_without_privileges_serves_its_own_namespace() {
                     "--bounding-set=-all",
                     "--",
                 ],
-                &["--netns", "all", "--census.cpu-budget-ratio", "1"],
+                &[
+                    "--netns",
+                    "all",
+                    "--census.cpu-budget-ratio",
+                    "1",
+                    "--log.level",
+                    "info,sockscope::namespaces=debug",
+                ],
             );
             let mut scraper = Scraper::connect(&mut agent);
             let m = scraper.scrape_after(common::wait::now_unix());
@@ -584,6 +662,24 @@ fn netns_all_without_privileges_serves_its_own_namespace() {
                 1,
                 "one warning at start:\n{log}"
             );
+            // At debug, what failed is named: the pids whose ns/net it could
+            // not read, the child's among them.
+            let named = log
+                .lines()
+                .filter(|l| l.contains("cannot read /proc/PID/ns/net"))
+                .find(|l| l.contains("reason=\"eacces\"") || l.contains("reason=eacces"))
+                .unwrap_or_else(|| panic!("a debug line naming the unreadable processes:\n{log}"));
+            let pids = named
+                .split("pids=[")
+                .nth(1)
+                .and_then(|r| r.split(']').next())
+                .unwrap_or_else(|| panic!("pids listed: {named}"));
+            assert!(
+                pids.split(", ").any(|p| p == kid.pid.to_string()),
+                "the child's pid {} among {pids}",
+                kid.pid
+            );
+            assert_eq!(info(&m, &own)["agent"], "true");
             agent.assert_running();
             drop(kid);
             let _ = writeln!(std::io::stderr(), "errors counted: {errors}");
