@@ -265,7 +265,49 @@ pub struct Scraper {
     target: Target,
     sender: Option<Sender>,
     errors: BTreeMap<&'static str, u64>,
-    last_ok: Option<bool>,
+    log: LogState,
+}
+
+/// What the log said about a target after one scrape.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Logged {
+    /// A warning: the scrape failed, and the target was up before (or
+    /// never scraped) or failed for another reason (`kind`).
+    Failed(&'static str),
+    /// An info line: the target answered again after failing.
+    Recovered,
+}
+
+/// When a target's scrapes are logged: on the first failure, again when
+/// the reason changes (connect, then parse, then status…), and once when
+/// it recovers; not on every poll while nothing changes.
+#[derive(Debug, Default)]
+pub struct LogState {
+    /// `None` before the first scrape; `Some(None)` after a success;
+    /// `Some(Some(kind))` after a failure of that kind.
+    last: Option<Option<&'static str>>,
+}
+
+impl LogState {
+    /// Records one scrape of `target` (`Err` with its failure), logs when
+    /// that changes what the log last said, and returns what it logged.
+    pub fn record(&mut self, target: &Target, outcome: Result<(), &ScrapeError>) -> Option<Logged> {
+        let now = outcome.err().map(ScrapeError::kind);
+        let prev = self.last.replace(now);
+        match (prev, outcome) {
+            (Some(Some(_)), Ok(())) => {
+                tracing::info!(target = %target, "stub_status scrape recovered");
+                Some(Logged::Recovered)
+            }
+            (_, Ok(())) => None,
+            (Some(Some(was)), Err(e)) if was == e.kind() => None,
+            (_, Err(e)) => {
+                tracing::warn!(target = %target, reason = e.kind(), error = %e,
+                    "stub_status scrape failed (logged again when the reason changes or after it recovers)");
+                Some(Logged::Failed(e.kind()))
+            }
+        }
+    }
 }
 
 /// The outcome of scraping one target, as exported.
@@ -291,7 +333,7 @@ impl Scraper {
             target,
             sender: None,
             errors: BTreeMap::new(),
-            last_ok: None,
+            log: LogState::default(),
         }
     }
 
@@ -329,8 +371,8 @@ impl Scraper {
     }
 
     /// Scrapes once, bounded by `timeout` (connect + request + body). A
-    /// failure is counted, logged once (until the target recovers), and
-    /// reported as `status: None`.
+    /// failure is counted, logged as [`LogState`] says (once per reason
+    /// until the target recovers), and reported as `status: None`.
     pub async fn scrape(&mut self, timeout: Duration) -> TargetSample {
         let start = Instant::now();
         let res = match tokio::time::timeout(timeout, self.fetch()).await {
@@ -342,10 +384,7 @@ impl Scraper {
         };
         let status = match res {
             Ok(s) => {
-                if self.last_ok == Some(false) {
-                    tracing::info!(target = %self.target, "stub_status scrape recovered");
-                }
-                self.last_ok = Some(true);
+                self.log.record(&self.target, Ok(()));
                 Some(s)
             }
             Err(e) => {
@@ -354,10 +393,7 @@ impl Scraper {
                     self.sender = None;
                 }
                 *self.errors.entry(e.kind()).or_insert(0) += 1;
-                if self.last_ok != Some(false) {
-                    tracing::warn!(target = %self.target, error = %e, "stub_status scrape failed");
-                }
-                self.last_ok = Some(false);
+                self.log.record(&self.target, Err(&e));
                 None
             }
         };
