@@ -346,7 +346,7 @@ fn listen_addrs(s: &str) -> Result<Vec<SocketAddr>, String> {
 async fn bind(s: &str) -> Result<tokio::net::TcpListener, String> {
     let mut last = String::new();
     for addr in listen_addrs(s)? {
-        match tokio::net::TcpListener::bind(addr).await {
+        match sockscope::web::conn::listen(addr) {
             Ok(l) => return Ok(l),
             // An in-use port is final; an unsupported family tries the next.
             Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
