@@ -60,7 +60,8 @@ enum Command {
     Snapshot(SnapshotArgs),
     /// A reference HTTP/1.1 reverse proxy modelled on nginx.
     Proxy(ProxyArgs),
-    /// A lab upstream that misbehaves on purpose (seed 001's cases).
+    /// A lab upstream that misbehaves on purpose: stops accepting, reading,
+    /// writing or closing (or a fast keep-alive server).
     Upstream(UpstreamArgs),
 }
 

@@ -531,3 +531,43 @@ fn snapshot_of_unread_sources_shows_dashes_and_fails() {
         "{text}"
     );
 }
+
+/// The README and `--help` name the lab's experiments by what they show
+/// (no undefined "seed 000/001/002"), say what nginx's Active counts (A,
+/// not Q + A + 1), and give the arithmetic of a pool's rate.
+#[test]
+fn readme_and_help_name_what_they_mean() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let mut help = String::new();
+    for sub in [
+        &[][..],
+        &["agent"],
+        &["snapshot"],
+        &["proxy"],
+        &["upstream"],
+    ] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_sockscope"))
+            .args(sub)
+            .arg("--help")
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        help.push_str(&String::from_utf8_lossy(&out.stdout));
+    }
+    for (what, text) in [("README.md", &readme), ("--help", &help)] {
+        let lower = text.to_lowercase();
+        for word in ["seed 000", "seed 001", "seed 002", "seed's", "the seeds"] {
+            assert!(!lower.contains(word), "{what} says {word:?}");
+        }
+        assert!(!text.contains("Q + A + 1"), "{what}: Active counts A only");
+    }
+    // The default range, 32768-60999, over TIME_WAIT's 60 s.
+    let ports = 60999 - 32768 + 1;
+    assert_eq!(ports, 28_232);
+    assert_eq!(ports / 60, 470, "new connections a second, rounded down");
+    assert!(
+        readme.contains("28,232 / 60 s ≈ **470"),
+        "the README gives the arithmetic of a pool's rate"
+    );
+}

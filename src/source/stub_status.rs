@@ -12,7 +12,8 @@
 //!
 //! One keep-alive connection per target is reused across scrapes, so the
 //! agent does not itself churn ephemeral ports; nginx counts it in
-//! `Active connections` (the `+ 1` of seed 001's `Q + A + 1`).
+//! `Active connections`, which counts the accepted connections (A) only,
+//! never those still in nginx's accept queue (Q).
 
 use std::collections::BTreeMap;
 use std::fmt;
