@@ -1,7 +1,10 @@
-//! The agent's poll loop: on one clock (`--poll.interval`), each tick
+//! The agent's poll loop: on its clock (`--poll.interval`), each tick
 //! polls the namespace (on the poller's own thread: its reads block) and
-//! scrapes every nginx target concurrently, then publishes one [`Report`]
-//! for `/metrics`.
+//! publishes one [`Report`]. Each nginx target is scraped by a task of its
+//! own on the same interval, each scrape bounded by `--nginx.timeout`, so a
+//! target that hangs never delays the kernel poll. `/metrics` joins the
+//! latest report with the latest scrape of each target ([`Latest`]); each
+//! scrape carries its own timestamp.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -15,26 +18,76 @@ use crate::collector::nginx;
 use crate::metrics::Families;
 use crate::namespaces::{NamespaceSample, Namespaces, NamespacesConfig};
 use crate::poller::Poller;
-use crate::source::stub_status::{Scraper, TargetSample, scrape_all};
+use crate::source::stub_status::{Scraper, TargetSample};
 
 crate::metric_specs! {
     BUILD_INFO = "sockscope_build_info", Gauge, ["version"],
         "A metric with a constant 1 labelled with the version of sockscope.";
 }
 
-/// What one tick learned: each namespace's sample, the discovery figures
-/// (`--netns all`), and the nginx scrapes taken on the same tick.
+/// What one poll learned: each namespace's sample and the discovery
+/// figures (`--netns all`).
 #[derive(Debug, Clone)]
 pub struct Report {
     pub namespaces: Vec<NamespaceSample>,
     pub netns: Option<NetnsStats>,
-    pub nginx: Vec<TargetSample>,
 }
 
-impl Report {
+/// The latest of everything `/metrics` shows: the poll loop's report and
+/// each nginx target's latest scrape, each published on its own clock.
+#[derive(Clone)]
+pub struct Latest {
+    report: watch::Receiver<Arc<Report>>,
+    nginx: Arc<[watch::Receiver<Arc<TargetSample>>]>,
+}
+
+impl Latest {
+    /// A view of a fixed report and fixed scrapes (tests, tools).
+    pub fn fixed(report: Report, nginx: Vec<TargetSample>) -> Latest {
+        let (_, report) = watch::channel(Arc::new(report));
+        let nginx = nginx
+            .into_iter()
+            .map(|t| watch::channel(Arc::new(t)).1)
+            .collect();
+        Latest { report, nginx }
+    }
+
+    /// The latest report and the latest scrape of each target, now.
+    pub fn view(&self) -> View {
+        View {
+            report: self.report.borrow().clone(),
+            nginx: self.nginx.iter().map(|r| r.borrow().clone()).collect(),
+        }
+    }
+
+    /// Waits for the next report of the poll loop.
+    ///
+    /// # Errors
+    /// When the poll loop has stopped.
+    pub async fn changed(&mut self) -> Result<(), watch::error::RecvError> {
+        self.report.changed().await
+    }
+}
+
+/// One moment's [`Latest`]: what a scrape of `/metrics` encodes.
+#[derive(Debug, Clone)]
+pub struct View {
+    pub report: Arc<Report>,
+    pub nginx: Vec<Arc<TargetSample>>,
+}
+
+impl View {
     /// Every family of the exposition: build info, each namespace's (under
     /// its `netns` label with `--netns all`), nginx's.
     pub fn families(&self) -> Vec<MetricFamily> {
+        let nginx: Vec<&TargetSample> = self.nginx.iter().map(|t| t.as_ref()).collect();
+        self.report.families_with(&nginx)
+    }
+}
+
+impl Report {
+    /// Every family of the report and of the given nginx scrapes.
+    fn families_with(&self, nginx_targets: &[&TargetSample]) -> Vec<MetricFamily> {
         let mut out = Families::new();
         out.push(&BUILD_INFO, &[env!("CARGO_PKG_VERSION")], 1.0);
         for ns in &self.namespaces {
@@ -49,7 +102,7 @@ impl Report {
         if let Some(stats) = &self.netns {
             stats.encode(&mut out);
         }
-        nginx::encode(&self.nginx, &mut out);
+        nginx::encode(nginx_targets, &mut out);
         out.finish()
     }
 }
@@ -136,6 +189,12 @@ impl PollerThread {
         requests.send(tx).expect("the poller thread is running");
         rx.await.expect("the poller thread answered")
     }
+
+    /// One poll, as a report.
+    async fn report(&self) -> Report {
+        let (namespaces, netns) = self.poll().await;
+        Report { namespaces, netns }
+    }
 }
 
 impl Drop for PollerThread {
@@ -156,8 +215,9 @@ pub struct PollLoop {
 }
 
 impl PollLoop {
-    /// A loop ticking every `interval` over `sampler` and `scrapers` (each
-    /// scrape bounded by `nginx_timeout`).
+    /// A loop polling every `interval` with `sampler`, and scraping each
+    /// of `scrapers` every `interval` on a task of its own (each scrape
+    /// bounded by `nginx_timeout`).
     ///
     /// # Errors
     /// When the poller's thread cannot be started (or, with `--netns
@@ -176,41 +236,84 @@ impl PollLoop {
         })
     }
 
-    /// One tick: the poll and every scrape, concurrently.
-    pub async fn tick(&mut self) -> Report {
-        let ((namespaces, netns), nginx) = tokio::join!(
-            self.poller.poll(),
-            scrape_all(&mut self.scrapers, self.nginx_timeout)
-        );
-        Report {
-            namespaces,
-            netns,
-            nginx,
+    /// Takes the first poll and the first scrape of every target now,
+    /// concurrently (so `/metrics` has them before it is served: at most
+    /// `nginx_timeout` for the scrapes), starts each target's scrape task,
+    /// and returns the latest-value handle and the loop that publishes
+    /// every later poll ([`Running::run`]). The scrape tasks run until the
+    /// [`Running`] is dropped or its `run` returns.
+    pub async fn start(self) -> (Latest, Running) {
+        let PollLoop {
+            poller,
+            scrapers,
+            interval,
+            nginx_timeout,
+        } = self;
+        let first_scrapes =
+            futures_util::future::join_all(scrapers.into_iter().map(|mut s| async move {
+                let first = s.scrape(nginx_timeout).await;
+                (s, first)
+            }));
+        let (first, scraped) = tokio::join!(poller.report(), first_scrapes);
+        let mut tasks = tokio::task::JoinSet::new();
+        let mut nginx = Vec::with_capacity(scraped.len());
+        for (scraper, sample) in scraped {
+            let (tx, rx) = watch::channel(Arc::new(sample));
+            nginx.push(rx);
+            tasks.spawn(scrape_forever(scraper, tx, interval, nginx_timeout));
         }
-    }
-
-    /// Takes the first report now (so `/metrics` has one before it is
-    /// served) and returns the receiver and the loop that publishes every
-    /// later tick ([`PollLoop::run`]).
-    pub async fn start(mut self) -> (watch::Receiver<Arc<Report>>, Running) {
-        let first = self.tick().await;
         let (tx, rx) = watch::channel(Arc::new(first));
-        (rx, Running { lp: self, tx })
+        let latest = Latest {
+            report: rx,
+            nginx: nginx.into(),
+        };
+        (
+            latest,
+            Running {
+                poller,
+                interval,
+                tx,
+                _scrapes: tasks,
+            },
+        )
+    }
+}
+
+/// One target's scrape task: a scrape every `interval` after the first
+/// (taken by [`PollLoop::start`]), each bounded by `timeout`; one that
+/// overruns delays the next (missed ticks are skipped, not bunched).
+async fn scrape_forever(
+    mut scraper: Scraper,
+    tx: watch::Sender<Arc<TargetSample>>,
+    interval: Duration,
+    timeout: Duration,
+) {
+    let mut clock = tokio::time::interval(interval);
+    clock.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    clock.tick().await; // now: the first scrape was taken at start
+    loop {
+        clock.tick().await;
+        let sample = scraper.scrape(timeout).await;
+        tx.send_replace(Arc::new(sample));
     }
 }
 
 /// A started [`PollLoop`].
 pub struct Running {
-    lp: PollLoop,
+    poller: PollerThread,
+    interval: Duration,
     tx: watch::Sender<Arc<Report>>,
+    /// The scrape tasks, aborted when this is dropped.
+    _scrapes: tokio::task::JoinSet<()>,
 }
 
 impl Running {
-    /// Ticks every interval after the first report until `stop` resolves;
-    /// a tick that overruns delays the next (missed ticks are skipped, not
-    /// bunched). Returns after the current tick when `stop` resolves.
-    pub async fn run(mut self, stop: impl Future<Output = ()>) {
-        let mut clock = tokio::time::interval(self.lp.interval);
+    /// Polls every interval after the first report until `stop` resolves;
+    /// a poll that overruns delays the next (missed ticks are skipped, not
+    /// bunched). Returns after the current poll when `stop` resolves, and
+    /// stops the scrape tasks.
+    pub async fn run(self, stop: impl Future<Output = ()>) {
+        let mut clock = tokio::time::interval(self.interval);
         clock.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         clock.tick().await; // the first tick is now: the first report
         tokio::pin!(stop);
@@ -219,7 +322,7 @@ impl Running {
                 _ = &mut stop => return,
                 _ = clock.tick() => {}
             }
-            let report = self.lp.tick().await;
+            let report = self.poller.report().await;
             self.tx.send_replace(Arc::new(report));
         }
     }

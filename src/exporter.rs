@@ -5,8 +5,9 @@
 //! `max_requests` scrapes at once (503 beyond), and the configured extra
 //! headers (`http_server_config.headers`) on every answer.
 //!
-//! Every scrape encodes the latest [`Report`] anew (nothing else is cached:
-//! the poll loop replaces the report). An encoding failure answers 500, so
+//! Every scrape encodes the latest [`Report`] and the latest nginx scrape
+//! of each target anew ([`Latest::view`]; nothing else is cached: the poll
+//! loop and the scrape tasks replace them). An encoding failure answers 500, so
 //! Prometheus records a failed scrape rather than an empty one.
 
 use std::sync::Arc;
@@ -17,10 +18,12 @@ use axum::http::{HeaderName, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::Semaphore;
 use tower_http::compression::CompressionLayer;
 use tower_http::set_header::SetResponseHeaderLayer;
 
+use crate::agent::Latest;
+#[cfg(doc)]
 use crate::agent::Report;
 use crate::metrics::Families;
 use crate::web::auth::{self, BasicAuth};
@@ -31,7 +34,7 @@ pub const TEXT_FORMAT: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 #[derive(Clone)]
 struct AppState {
-    latest: watch::Receiver<Arc<Report>>,
+    latest: Latest,
     telemetry_path: Arc<str>,
     stats: Arc<WebStats>,
 }
@@ -67,12 +70,12 @@ pub fn exposition(encoded: Result<String, String>) -> Response {
 }
 
 async fn metrics(State(st): State<AppState>) -> Response {
-    let report = st.latest.borrow().clone();
+    let view = st.latest.view();
     let stats = Arc::clone(&st.stats);
     let encoded = tokio::task::spawn_blocking(move || {
         let mut web = Families::new();
         stats.encode(&mut web);
-        let mut families = report.families();
+        let mut families = view.families();
         families.extend(web.finish());
         families.sort_by(|a, b| a.name().cmp(b.name()));
         crate::metrics::encode(&families).map_err(|e| e.to_string())
@@ -116,9 +119,9 @@ async fn limit(State(l): State<Arc<Limit>>, req: Request, next: Next) -> Respons
     }
 }
 
-/// Builds the router: `telemetry_path` → the latest report's metrics (and
-/// the web server's own), `/healthz`, `/`.
-pub fn router(latest: watch::Receiver<Arc<Report>>, cfg: RouterConfig) -> Router {
+/// Builds the router: `telemetry_path` → the latest report's and nginx
+/// scrapes' metrics (and the web server's own), `/healthz`, `/`.
+pub fn router(latest: Latest, cfg: RouterConfig) -> Router {
     let state = AppState {
         latest,
         telemetry_path: cfg.telemetry_path.as_str().into(),
@@ -167,12 +170,13 @@ mod tests {
     #[tokio::test]
     async fn extra_headers_on_every_answer_401_and_404_included() {
         use tower::ServiceExt;
-        let report = Arc::new(Report {
-            namespaces: Vec::new(),
-            netns: None,
-            nginx: Vec::new(),
-        });
-        let (_tx, latest) = watch::channel(report);
+        let latest = Latest::fixed(
+            crate::agent::Report {
+                namespaces: Vec::new(),
+                netns: None,
+            },
+            Vec::new(),
+        );
         let hash = bcrypt::hash("pw", 4).unwrap();
         let router = router(
             latest,

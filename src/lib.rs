@@ -4,7 +4,8 @@
 //! `collector` holds the analyses, each owning its metric families
 //! (`metrics` is their shared vocabulary); `poller` decides what one poll
 //! of one network namespace reads; `agent` runs the poll loop; `exporter`
-//! serves `/metrics`; `snapshot` prints a sample for humans.
+//! serves `/metrics`; `snapshot` prints a sample for humans; `logging`
+//! checks `--log.level`.
 // One exception, with its SAFETY note: `web::trim` (malloc_trim).
 #![deny(unsafe_code)]
 #![deny(rust_2018_idioms)]
@@ -12,6 +13,7 @@
 pub mod agent;
 pub mod collector;
 pub mod exporter;
+pub mod logging;
 pub mod metrics;
 pub mod model;
 pub mod namespaces;

@@ -14,9 +14,10 @@ use clap::{Args, Parser, Subcommand};
 use sockscope::agent::{PollLoop, Sampler};
 use sockscope::collector::census::CensusPolicy;
 use sockscope::exporter;
-use sockscope::namespaces::NamespacesConfig;
+use sockscope::namespaces::{NamespaceSample, Namespaces, NamespacesConfig};
 use sockscope::poller::{Config, Poller, SourceMode};
 use sockscope::signal::{on_sighup, shutdown_signal};
+use sockscope::snapshot;
 use sockscope::source::ProcRoot;
 use sockscope::source::kernel::Kernel;
 use sockscope::source::stub_status::{Scraper, Target};
@@ -36,8 +37,9 @@ use sockscope_lab::{self as lab, Addr};
 struct Cli {
     #[command(subcommand)]
     command: Command,
-    /// Log level: error, warn, info, debug, trace (or a tracing filter).
-    #[arg(long = "log.level", default_value = "info", global = true)]
+    /// Log level: off, error, warn (or warning), info, debug, trace; or
+    /// comma-separated directives such as info,sockscope::web=debug.
+    #[arg(long = "log.level", default_value = "info", global = true, value_parser = parse_log_level)]
     log_level: String,
     /// Log format.
     #[arg(long = "log.format", value_enum, default_value = "text", global = true)]
@@ -58,7 +60,8 @@ enum Command {
     Snapshot(SnapshotArgs),
     /// A reference HTTP/1.1 reverse proxy modelled on nginx.
     Proxy(ProxyArgs),
-    /// A lab upstream that misbehaves on purpose (seed 001's cases).
+    /// A lab upstream that misbehaves on purpose: stops accepting, reading,
+    /// writing or closing (or a fast keep-alive server).
     Upstream(UpstreamArgs),
 }
 
@@ -148,19 +151,17 @@ struct PollArgs {
     source: SourceMode,
     /// Per-destination series kept (fullest pools); the rest are summed
     /// into destination="other".
-    #[arg(long = "ephemeral.top-destinations", default_value_t = 20)]
+    #[arg(long = "ephemeral.top-destinations", default_value_t = 20, value_parser = at_least_one())]
     top_destinations: usize,
     /// Per-listener series kept (fullest queues); the rest are summed into
     /// listener="other".
-    #[arg(long = "listen.max-listeners", default_value_t = 200)]
+    #[arg(long = "listen.max-listeners", default_value_t = 200, value_parser = at_least_one())]
     max_listeners: usize,
 }
 
 #[derive(Args)]
-struct AgentArgs {
-    #[command(flatten)]
-    poll: PollArgs,
-    /// Which network namespaces to read: self (the agent's own, no netns
+struct NetnsArgs {
+    /// Which network namespaces to read: self (this process's own, no netns
     /// label) or all (every namespace under --path.procfs and /run/netns,
     /// each labelled netns; needs CAP_SYS_ADMIN and CAP_SYS_PTRACE, and
     /// hostPID on Kubernetes).
@@ -168,8 +169,31 @@ struct AgentArgs {
     netns: NetnsMode,
     /// With --netns all: namespaces reported at most (those with the most
     /// sockets); the rest are counted in sockscope_netns_over_limit.
-    #[arg(long = "netns.max-namespaces", default_value_t = 128)]
+    #[arg(long = "netns.max-namespaces", default_value_t = 128, value_parser = at_least_one())]
     max_namespaces: usize,
+}
+
+impl NetnsArgs {
+    /// `--netns all`'s settings over `poller`'s (`None` for `self`).
+    fn namespaces(&self, procfs: &std::path::Path, poller: &Poller) -> Option<NamespacesConfig> {
+        match self.netns {
+            NetnsMode::Own => None,
+            NetnsMode::All => Some(NamespacesConfig {
+                procfs: procfs.to_owned(),
+                run_netns: RUN_NETNS.into(),
+                poller: poller.config().clone(),
+                max_namespaces: self.max_namespaces,
+            }),
+        }
+    }
+}
+
+#[derive(Args)]
+struct AgentArgs {
+    #[command(flatten)]
+    poll: PollArgs,
+    #[command(flatten)]
+    netns: NetnsArgs,
     /// Time between polls (e.g. 1s, 500ms). Every poll samples the
     /// listeners' accept queues; the census of every socket runs as
     /// --census.* allow.
@@ -186,8 +210,9 @@ struct AgentArgs {
     /// Address to serve on: ":9977" (all interfaces), "127.0.0.1:9977", "[::1]:9977".
     #[arg(long = "web.listen-address", default_value = ":9977")]
     listen: String,
-    /// nginx stub_status to scrape on every poll: http://HOST:PORT/PATH or
-    /// unix:/path/to.sock:/PATH (repeatable).
+    /// nginx stub_status to scrape every --poll.interval, on its own clock
+    /// beside the kernel poll: http://HOST[:PORT]/PATH (port 1-65535,
+    /// default 80) or unix:/path/to.sock:/PATH (repeatable).
     #[arg(long = "nginx.scrape-uri", value_parser = parse_target)]
     nginx: Vec<Target>,
     /// Time limit of one stub_status scrape (connect, request and body).
@@ -219,10 +244,13 @@ const MAX_HEADER_BYTES: usize = 64 * 1024;
 struct SnapshotArgs {
     #[command(flatten)]
     poll: PollArgs,
-    /// Print JSON instead of tables.
+    #[command(flatten)]
+    netns: NetnsArgs,
+    /// Print JSON instead of tables (schema: README, "snapshot --json").
     #[arg(long)]
     json: bool,
-    /// Also print how long each source took.
+    /// Also print how long each source took (tables only: the JSON always
+    /// has sources[].duration_seconds).
     #[arg(long)]
     timing: bool,
 }
@@ -240,6 +268,15 @@ fn parse_ratio(s: &str) -> Result<f64, String> {
         Ok(r) if r > 0.0 && r <= 1.0 => Ok(r),
         _ => Err("must be a number in (0, 1]".into()),
     }
+}
+
+/// A count of at least 1 (a cap on series or namespaces).
+fn at_least_one() -> clap::builder::RangedU64ValueParser<usize> {
+    clap::builder::RangedU64ValueParser::<usize>::new().range(1..)
+}
+
+fn parse_log_level(s: &str) -> Result<String, String> {
+    sockscope::logging::parse_filter(s)
 }
 
 fn parse_target(s: &str) -> Result<Target, String> {
@@ -265,11 +302,6 @@ impl PollArgs {
                 net.display()
             )
         })?;
-        if self.top_destinations == 0 || self.max_listeners == 0 {
-            return Err(
-                "--ephemeral.top-destinations and --listen.max-listeners must be at least 1".into(),
-            );
-        }
         let cfg = Config {
             source: self.source,
             top_destinations: self.top_destinations,
@@ -283,8 +315,7 @@ impl PollArgs {
 }
 
 fn init_logging(level: &str, format: LogFormat) -> Result<(), String> {
-    let filter = tracing_subscriber::EnvFilter::try_new(level)
-        .map_err(|e| format!("--log.level {level:?}: {e}"))?;
+    let filter = sockscope::logging::env_filter(level)?;
     use std::io::IsTerminal;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -316,7 +347,7 @@ fn listen_addrs(s: &str) -> Result<Vec<SocketAddr>, String> {
 async fn bind(s: &str) -> Result<tokio::net::TcpListener, String> {
     let mut last = String::new();
     for addr in listen_addrs(s)? {
-        match tokio::net::TcpListener::bind(addr).await {
+        match sockscope::web::conn::listen(addr) {
             Ok(l) => return Ok(l),
             // An in-use port is final; an unsupported family tries the next.
             Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
@@ -352,19 +383,11 @@ fn run_agent(args: AgentArgs) -> Result<(), String> {
         cpu_budget_ratio: args.census_budget,
         max_interval: args.census_max_interval,
     })?;
-    if args.max_namespaces == 0 {
-        return Err("--netns.max-namespaces must be at least 1".into());
-    }
-    let sampler = match args.netns {
-        NetnsMode::Own => Sampler::Own(Box::new(poller)),
-        NetnsMode::All => {
+    let sampler = match args.netns.namespaces(&args.poll.procfs, &poller) {
+        None => Sampler::Own(Box::new(poller)),
+        Some(cfg) => {
             raise_nofile_limit();
-            Sampler::All(NamespacesConfig {
-                procfs: args.poll.procfs.clone(),
-                run_netns: RUN_NETNS.into(),
-                poller: poller.config().clone(),
-                max_namespaces: args.max_namespaces,
-            })
+            Sampler::All(cfg)
         }
     };
     let web = match &args.web_config {
@@ -438,14 +461,70 @@ fn run_agent(args: AgentArgs) -> Result<(), String> {
 
 fn run_snapshot(args: SnapshotArgs) -> Result<(), String> {
     let mut poller = args.poll.poller(CensusPolicy::EVERY_POLL)?;
-    let sample = poller.poll();
-    if args.json {
-        let s = serde_json::to_string_pretty(&sample).map_err(|e| e.to_string())?;
-        println!("{s}");
-    } else {
-        print!("{}", sockscope::snapshot::render(&sample, args.timing));
+    let (samples, stats) = match args.netns.namespaces(&args.poll.procfs, &poller) {
+        None => {
+            let sample = poller.poll();
+            (
+                vec![NamespaceSample {
+                    netns: None,
+                    sample,
+                }],
+                None,
+            )
+        }
+        Some(cfg) => {
+            raise_nofile_limit();
+            let mut all = Namespaces::new(cfg).map_err(|e| format!("--netns all: {e}"))?;
+            let (samples, stats) = all.poll();
+            (samples, Some(stats))
+        }
+    };
+    let out = match (&stats, args.json) {
+        (None, true) => json(&snapshot::Json::new(&samples[0]))?,
+        (None, false) => snapshot::render(&samples[0].sample, args.timing),
+        (Some(stats), true) => json(&snapshot::JsonAll {
+            namespaces: samples.iter().map(snapshot::Json::new).collect(),
+            discovery: stats,
+        })?,
+        (Some(stats), false) => snapshot::render_all(&samples, stats, args.timing),
+    };
+    {
+        use std::io::Write;
+        let mut stdout = std::io::stdout().lock();
+        match stdout
+            .write_all(out.as_bytes())
+            .and_then(|()| stdout.flush())
+        {
+            // A reader that stopped early (`| head`) is not a failure.
+            Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+                return Err(format!("writing the snapshot: {e}"));
+            }
+            _ => {}
+        }
     }
-    Ok(())
+    let unread: Vec<String> = samples
+        .iter()
+        .flat_map(|ns| {
+            let netns = ns.netns.as_ref().map(|i| format!("netns {}: ", i.inode));
+            snapshot::unread(&ns.sample)
+                .into_iter()
+                .map(move |u| format!("{}{u}", netns.as_deref().unwrap_or("")))
+        })
+        .collect();
+    if unread.is_empty() {
+        Ok(())
+    } else {
+        Err(format!(
+            "snapshot: could not read {} (shown as -; see \"Sources down\" or sources[] for why)",
+            unread.join(", ")
+        ))
+    }
+}
+
+fn json(doc: &impl serde::Serialize) -> Result<String, String> {
+    serde_json::to_string_pretty(doc)
+        .map(|s| s + "\n")
+        .map_err(|e| format!("encoding the snapshot as JSON: {e}"))
 }
 
 fn runtime(workers: usize) -> Result<tokio::runtime::Runtime, String> {
@@ -506,11 +585,43 @@ fn run_upstream(a: UpstreamArgs) -> Result<(), String> {
     })
 }
 
+/// Exit status of a bad command line (clap's, for every usage error).
+const EXIT_USAGE: u8 = 2;
+/// Exit status of every other failure (one line on stderr).
+const EXIT_FAILURE: u8 = 1;
+
+/// The one line of a usage error: clap's message without its `error: `
+/// prefix, usage and hints.
+fn usage_error_line(e: &clap::Error) -> String {
+    let rendered = e.render().to_string();
+    let msg: Vec<&str> = rendered
+        .lines()
+        .map(str::trim)
+        .take_while(|l| !l.is_empty() && !l.starts_with("Usage:"))
+        .collect();
+    let msg = msg.join(" ");
+    let msg = msg.strip_prefix("error: ").unwrap_or(&msg);
+    format!("sockscope: {msg} (see --help)")
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        // --help, --version, and the help printed for a missing subcommand.
+        Err(e)
+            if !e.use_stderr()
+                || e.kind() == clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand =>
+        {
+            e.exit()
+        }
+        Err(e) => {
+            eprintln!("{}", usage_error_line(&e));
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
     if let Err(e) = init_logging(&cli.log_level, cli.log_format) {
         eprintln!("sockscope: {e}");
-        return ExitCode::from(2);
+        return ExitCode::from(EXIT_USAGE);
     }
     let res = match cli.command {
         Command::Agent(a) => run_agent(a),
@@ -520,10 +631,10 @@ fn main() -> ExitCode {
     };
     match res {
         Ok(()) => ExitCode::SUCCESS,
+        // Printed once, not also logged: the README promises one line.
         Err(e) => {
-            tracing::error!("{e}");
             eprintln!("sockscope: {e}");
-            ExitCode::FAILURE
+            ExitCode::from(EXIT_FAILURE)
         }
     }
 }

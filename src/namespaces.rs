@@ -81,6 +81,26 @@ fn tcp_sockets(s: &crate::collector::Sample) -> Option<u64> {
     Some(st.tcp_inuse? + st.tcp_tw.unwrap_or(0))
 }
 
+/// Names, at debug, the processes whose `/proc/PID/ns/net` this poll
+/// could not read: one line per reason, with their pids.
+fn log_discovery_errors(errors: &[netns::DiscoveryError]) {
+    if errors.is_empty() || !tracing::enabled!(tracing::Level::DEBUG) {
+        return;
+    }
+    let mut by_reason: BTreeMap<&'static str, Vec<u32>> = BTreeMap::new();
+    for e in errors {
+        by_reason.entry(e.reason.label()).or_default().push(e.pid);
+    }
+    for (reason, pids) in by_reason {
+        tracing::debug!(
+            reason,
+            processes = pids.len(),
+            ?pids,
+            "cannot read /proc/PID/ns/net of these processes (counted in sockscope_netns_errors_total)"
+        );
+    }
+}
+
 /// Every namespace's poller; lives on one thread.
 pub struct Namespaces {
     cfg: NamespacesConfig,
@@ -176,8 +196,9 @@ impl Namespaces {
         let cpu0 = thread_cpu_time();
         let d = netns::discover(&self.cfg.procfs, &self.cfg.run_netns);
         for r in &d.errors {
-            self.errors_total[r.index()] += 1;
+            self.errors_total[r.reason.index()] += 1;
         }
+        log_discovery_errors(&d.errors);
         let live: std::collections::BTreeSet<u64> = d.found.iter().map(|f| f.inode).collect();
         self.entries.retain(|inode, _| live.contains(inode));
 
@@ -363,6 +384,7 @@ impl Namespaces {
                 pod_uid: process.pod_uid,
                 pid: f.pid,
                 comm: process.comm,
+                agent: f.inode == self.home_inode,
             }
         });
         let sample = entry.poller.poll_with(choice);

@@ -1297,6 +1297,49 @@ fn systemd_unit_settings() {
     assert!(get("ProtectProc").iter().all(|v| *v != "noaccess"));
 }
 
+/// Every `file://` of `Documentation=` is a file that the unit's header
+/// (its install recipe) installs, from a file of this repository.
+#[test]
+fn systemd_documentation_is_installed() {
+    let unit = read(UNIT);
+    let installs: Vec<(String, String)> = unit
+        .lines()
+        .filter_map(|l| l.strip_prefix('#'))
+        .map(str::trim)
+        .filter(|l| l.starts_with("install "))
+        .map(|l| {
+            let w: Vec<&str> = l.split_whitespace().collect();
+            let (src, dst) = (w[w.len() - 2], w[w.len() - 1]);
+            let dst = match dst.strip_suffix('/') {
+                Some(dir) => format!("{dir}/{}", src.rsplit('/').next().unwrap()),
+                None => dst.to_owned(),
+            };
+            (src.to_owned(), dst)
+        })
+        .collect();
+    let docs: Vec<&str> = unit
+        .lines()
+        .filter_map(|l| l.strip_prefix("Documentation="))
+        .flat_map(str::split_whitespace)
+        .collect();
+    assert!(!docs.is_empty(), "{UNIT}: a Documentation= line");
+    for doc in docs {
+        let Some(file) = doc.strip_prefix("file://") else {
+            continue;
+        };
+        let (src, _) = installs
+            .iter()
+            .find(|(_, dst)| dst == file)
+            .unwrap_or_else(|| {
+                panic!("{UNIT}: Documentation={doc} is installed by none of {installs:?}")
+            });
+        assert!(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join(src).is_file(),
+            "{UNIT}: installs {src}, which is not in the repository"
+        );
+    }
+}
+
 #[test]
 #[ignore = "needs systemd-analyze: ./scripts/test installs it"]
 fn systemd_analyze_verify_and_security() {

@@ -216,32 +216,58 @@ fn copy_tree(from: &std::path::Path, to: &std::path::Path) {
     }
 }
 
+/// Bad input exits with exactly one line on stderr: status 2 for a bad
+/// command line (an unknown flag or a value a flag refuses), 1 for
+/// everything found after it (an unreadable `--path.procfs`, an address in
+/// use). Never a log line beside it.
 #[test]
 fn bad_input_exits_with_one_line_error() {
     let bin = env!("CARGO_BIN_EXE_sockscope");
-    let cases: &[(&[&str], &str)] = &[
+    let cases: &[(&[&str], &str, i32)] = &[
         (
             &["agent", "--path.procfs", "/nonexistent/proc"],
             "--path.procfs",
+            1,
         ),
-        (&["agent", "--poll.interval", "soon"], "--poll.interval"),
+        (&["agent", "--poll.interval", "soon"], "--poll.interval", 2),
         (
             &["agent", "--web.listen-address", "localhost"],
             "--web.listen-address",
+            1,
         ),
-        (&["snapshot", "--source", "carrier-pigeon"], "--source"),
+        (&["snapshot", "--source", "carrier-pigeon"], "--source", 2),
+        (&["snapshot", "--no-such-flag"], "--no-such-flag", 2),
+        (
+            &["agent", "--nginx.scrape-uri", "http://127.0.0.1:99999/x"],
+            "expected 1-65535",
+            2,
+        ),
+        (
+            &["agent", "--nginx.scrape-uri", "https://127.0.0.1/x"],
+            "only http:// and unix:",
+            2,
+        ),
+        (&["snapshot", "--log.level", "bogus"], "not a level", 2),
+        (
+            &["snapshot", "--listen.max-listeners", "0"],
+            "--listen.max-listeners",
+            2,
+        ),
+        (&["proxy", "--listen", "127.0.0.1:1"], "--upstream", 2),
     ];
-    for (args, needle) in cases {
+    for (args, needle, code) in cases {
         let out = std::process::Command::new(bin)
             .args(*args)
             .output()
             .unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(!out.status.success(), "{args:?} should fail");
+        assert_eq!(out.status.code(), Some(*code), "{args:?}: {stderr}");
         assert!(
             stderr.contains(needle),
             "{args:?}: error should name {needle}: {stderr}"
         );
+        assert_eq!(stderr.lines().count(), 1, "{args:?}: one line: {stderr}");
+        assert!(stderr.starts_with("sockscope: "), "{args:?}: {stderr}");
     }
     // A listen address in use.
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -257,12 +283,36 @@ fn bad_input_exits_with_one_line_error() {
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
-    let last = stderr.lines().last().unwrap_or_default();
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    // The "starting" log lines are info; the error is the one line after.
+    let errors: Vec<&str> = stderr.lines().filter(|l| l.contains("in use")).collect();
+    assert_eq!(errors.len(), 1, "the error once, not also logged: {stderr}");
     assert!(
-        last.starts_with("sockscope: --web.listen-address") && last.contains("in use"),
+        errors[0].starts_with("sockscope: --web.listen-address"),
         "{stderr}"
     );
+}
+
+/// `--log.level warning` (or `WARN`, or `target=level`) keeps the warnings:
+/// with a source missing, its warning is logged.
+#[test]
+fn log_level_warning_keeps_warnings() {
+    let dir = tempfile::tempdir().unwrap();
+    copy_tree(std::path::Path::new(FIXTURE), dir.path());
+    std::fs::remove_file(dir.path().join("net/unix")).unwrap();
+    for level in ["warning", "WARN", "info,sockscope=warning"] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_sockscope"))
+            .args(["snapshot", "--source", "procfs", "--log.level", level])
+            .arg("--path.procfs")
+            .arg(dir.path())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains("WARN") && stderr.contains("net/unix"),
+            "--log.level {level}: the warning is logged: {stderr}"
+        );
+    }
 }
 
 /// `sockscope snapshot` of the fixture tree with `extra` flags.
@@ -290,7 +340,234 @@ fn snapshot_fits_80_columns_and_json_parses() {
     }
     assert!(text.contains("127.0.0.1:8080"));
     let out = snapshot("--json");
+    assert!(out.status.success());
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(v["tcp"]["ipv4"][5], 4, "TIME_WAIT count in JSON");
+    assert_eq!(v["tcp"]["ipv4"]["time_wait"], 4, "TIME_WAIT count in JSON");
+    assert_eq!(v["unix"]["stream"]["connecting"], 3);
+    assert_eq!(v["ephemeral"]["range"]["first"], 32768);
     assert_eq!(v["listeners"][0]["listener"], "127.0.0.1:8080");
+    assert_eq!(v["unread"], serde_json::json!([]));
+}
+
+/// Every member of `snapshot --json` is in the README's schema, by name:
+/// no positional array, nothing undocumented.
+#[test]
+fn snapshot_json_is_named_and_documented() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let documented = documented_json_paths(&readme);
+    assert!(documented.len() > 40, "the README's table: {documented:?}");
+
+    let dir = tempfile::tempdir().unwrap();
+    copy_tree(std::path::Path::new(FIXTURE), dir.path());
+    std::fs::remove_file(dir.path().join("net/unix")).unwrap();
+    for procfs in [std::path::Path::new(FIXTURE), dir.path()] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_sockscope"))
+            .args(["snapshot", "--source", "procfs", "--json", "--path.procfs"])
+            .arg(procfs)
+            .output()
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let mut paths = std::collections::BTreeSet::new();
+        json_paths(&v, String::new(), &mut paths);
+        for p in &paths {
+            // An empty array is documented by its elements' paths.
+            assert!(
+                documented.contains(p) || documented.iter().any(|d| d.starts_with(p.as_str())),
+                "{p} is in `snapshot --json` but not in the README's schema"
+            );
+        }
+        assert!(paths.contains("tcp.<family>.<state>"));
+        assert!(
+            paths.contains("sources[].errors_total.<reason>")
+                == (procfs != std::path::Path::new(FIXTURE))
+        );
+    }
+}
+
+/// The first-column paths of the README's `snapshot --json` table; a path
+/// that starts with `.` continues the previous one's parent.
+fn documented_json_paths(readme: &str) -> std::collections::BTreeSet<String> {
+    let start = readme
+        .find("### `snapshot --json`")
+        .expect("the schema section");
+    let section = &readme[start..];
+    let section = &section[..section.find("\n## ").unwrap()];
+    let mut out = std::collections::BTreeSet::new();
+    for row in section.lines().filter(|l| l.starts_with("| `")) {
+        let cell = row.split(" | ").next().unwrap();
+        let mut parent = String::new();
+        for (i, tok) in cell.split('`').enumerate() {
+            if i % 2 == 0 {
+                continue;
+            }
+            let full = if let Some(rest) = tok.strip_prefix('.') {
+                format!("{parent}.{rest}")
+            } else {
+                parent = tok.rsplit_once('.').map_or("", |(p, _)| p).to_owned();
+                tok.to_owned()
+            };
+            out.insert(full);
+        }
+    }
+    out
+}
+
+/// Leaf paths of a JSON value, with the names of states, families, types
+/// and reasons as the README's placeholders.
+fn json_paths(v: &serde_json::Value, at: String, out: &mut std::collections::BTreeSet<String>) {
+    use serde_json::Value;
+    let placeholder = |at: &str| -> Option<&'static str> {
+        Some(match at {
+            "tcp" => "<family>",
+            "tcp.<family>" => "<state>",
+            "unix" => "<type>",
+            "unix.<type>" => "<ustate>",
+            _ if at.ends_with("errors_total") => "<reason>",
+            _ => return None,
+        })
+    };
+    match v {
+        Value::Object(m) => {
+            for (k, x) in m {
+                let k = placeholder(&at).unwrap_or(k);
+                let next = if at.is_empty() {
+                    k.to_owned()
+                } else {
+                    format!("{at}.{k}")
+                };
+                json_paths(x, next, out);
+            }
+        }
+        Value::Array(a) if a.is_empty() => {
+            out.insert(format!("{at}[]"));
+        }
+        Value::Array(a) => {
+            for x in a {
+                json_paths(x, format!("{at}[]"), out);
+            }
+        }
+        _ => {
+            out.insert(at);
+        }
+    }
+}
+
+/// A source that is down: its figures are `-` and `null`, and the snapshot
+/// exits 1 naming them in one line; a missing `tcp6` (IPv6 disabled) is
+/// not a failure.
+#[test]
+fn snapshot_of_unread_sources_shows_dashes_and_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    copy_tree(std::path::Path::new(FIXTURE), dir.path());
+    std::fs::remove_file(dir.path().join("net/tcp6")).unwrap();
+    let run = |json: bool| {
+        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_sockscope"));
+        c.args([
+            "snapshot",
+            "--source",
+            "procfs",
+            "--log.level",
+            "off",
+            "--path.procfs",
+        ])
+        .arg(dir.path());
+        if json {
+            c.arg("--json");
+        }
+        c.output().unwrap()
+    };
+    let out = run(false);
+    assert!(
+        out.status.success(),
+        "no tcp6 is IPv6 disabled, not a failure"
+    );
+
+    std::fs::remove_file(dir.path().join("net/unix")).unwrap();
+    std::fs::remove_file(dir.path().join("net/sockstat")).unwrap();
+    let out = run(false);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert_eq!(
+        stderr,
+        "sockscope: snapshot: could not read unix, sockstat (shown as -; see \"Sources down\" or sources[] for why)\n"
+    );
+    assert!(
+        text.contains("  connecting                         -          -          -\n"),
+        "{text}"
+    );
+    assert!(text.contains("sockstat tw -"), "{text}");
+    assert!(
+        text.contains("Not read (shown as -): unix, sockstat"),
+        "{text}"
+    );
+
+    let out = run(true);
+    assert_eq!(out.status.code(), Some(1));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(v["unix"].is_null() && v["sockstat"].is_null());
+    assert_eq!(v["unread"], serde_json::json!(["unix", "sockstat"]));
+
+    // Nothing readable at all: every figure unread, exit 1.
+    let empty = tempfile::tempdir().unwrap();
+    std::fs::create_dir(empty.path().join("net")).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sockscope"))
+        .args([
+            "snapshot",
+            "--source",
+            "procfs",
+            "--log.level",
+            "off",
+            "--path.procfs",
+        ])
+        .arg(empty.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("  established                        -          0\n"),
+        "{text}"
+    );
+}
+
+/// The README and `--help` name the lab's experiments by what they show
+/// (no undefined "seed 000/001/002"), say what nginx's Active counts (A,
+/// not Q + A + 1), and give the arithmetic of a pool's rate.
+#[test]
+fn readme_and_help_name_what_they_mean() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let mut help = String::new();
+    for sub in [
+        &[][..],
+        &["agent"],
+        &["snapshot"],
+        &["proxy"],
+        &["upstream"],
+    ] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_sockscope"))
+            .args(sub)
+            .arg("--help")
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        help.push_str(&String::from_utf8_lossy(&out.stdout));
+    }
+    for (what, text) in [("README.md", &readme), ("--help", &help)] {
+        let lower = text.to_lowercase();
+        for word in ["seed 000", "seed 001", "seed 002", "seed's", "the seeds"] {
+            assert!(!lower.contains(word), "{what} says {word:?}");
+        }
+        assert!(!text.contains("Q + A + 1"), "{what}: Active counts A only");
+    }
+    // The default range, 32768-60999, over TIME_WAIT's 60 s.
+    let ports = 60999 - 32768 + 1;
+    assert_eq!(ports, 28_232);
+    assert_eq!(ports / 60, 470, "new connections a second, rounded down");
+    assert!(
+        readme.contains("28,232 / 60 s ≈ **470"),
+        "the README gives the arithmetic of a pool's rate"
+    );
 }

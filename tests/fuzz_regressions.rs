@@ -16,11 +16,12 @@ use sockscope::web::config::WebConfig;
 
 const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/fuzz");
 
+/// Every input of `target`'s directory, sorted by path. A missing
+/// directory fails: a target without inputs would replay nothing.
 fn inputs(target: &str) -> Vec<(String, Vec<u8>)> {
     let dir = Path::new(FIXTURES).join(target);
-    let Ok(entries) = std::fs::read_dir(&dir) else {
-        return Vec::new();
-    };
+    let entries = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e} (every fuzz target has its inputs)", dir.display()));
     let mut v: Vec<_> = entries
         .map(|e| e.unwrap().path())
         .map(|p| (p.display().to_string(), std::fs::read(&p).unwrap()))
@@ -97,39 +98,89 @@ fn web_config(data: &[u8]) {
     }
 }
 
+/// A fuzz target's name, the function it calls, and the floor of its
+/// minimised corpus (`min-*` files; see TESTING.md, "Fuzzing").
+type Target = (&'static str, fn(&[u8]), usize);
+
+/// Every target.
+const TARGETS: [Target; 7] = [
+    ("proc_net_tcp", proc_net_tcp, 80),
+    ("proc_net_unix", proc_net_unix, 50),
+    ("counters", counters, 25),
+    (
+        "sock_diag",
+        |d| {
+            sock_diag(d);
+        },
+        25,
+    ),
+    (
+        "stub_status",
+        |d| {
+            let _ = parse_stub_status(d);
+        },
+        25,
+    ),
+    ("sysctl", sysctl, 40),
+    ("web_config", web_config, 300),
+];
+
+/// Every target replays its own corpus (its committed minimised corpus,
+/// seeds and crashes), each input through the function its fuzz target
+/// calls: never a panic. Each target has at least its floor of minimised
+/// inputs, so none replays nothing.
 #[test]
 fn fuzz_fixtures_never_panic() {
-    let mut n = 0;
-    for (target, run) in [
-        ("proc_net_tcp", proc_net_tcp as fn(&[u8])),
-        ("proc_net_unix", proc_net_unix),
-        ("counters", counters),
-        ("sock_diag", |d| {
-            sock_diag(d);
-        }),
-        ("stub_status", |d| {
-            let _ = parse_stub_status(d);
-        }),
-        ("sysctl", sysctl),
-        ("web_config", web_config),
-    ] {
-        for (name, data) in inputs(target) {
+    let targets: Vec<String> =
+        std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/fuzz/fuzz_targets"))
+            .unwrap()
+            .map(|e| {
+                e.unwrap()
+                    .path()
+                    .file_stem()
+                    .unwrap()
+                    .to_string_lossy()
+                    .into_owned()
+            })
+            .collect();
+    for t in &targets {
+        assert!(
+            TARGETS.iter().any(|(name, _, _)| name == t),
+            "fuzz target {t} has no replay here"
+        );
+    }
+    for (target, run, floor) in TARGETS {
+        let inputs = inputs(target);
+        let minimised = inputs.iter().filter(|(n, _)| n.contains("/min-")).count();
+        assert!(
+            minimised >= floor,
+            "{target}: {minimised} minimised inputs, fewer than its floor {floor}"
+        );
+        for (name, data) in &inputs {
             println!("{target}: {name} ({} bytes)", data.len());
-            run(&data);
-            n += 1;
+            run(data);
         }
     }
-    assert!(n >= 4, "fixtures found: {n}");
 }
 
 /// The sock_diag seeds are real dumps (kernel 6.18, a private network
 /// namespace): each decodes, socket by socket, without a parse error.
 #[test]
 fn sock_diag_seeds_are_real_dumps() {
-    for (name, data) in inputs("sock_diag")
+    let dumps: Vec<_> = inputs("sock_diag")
         .into_iter()
         .filter(|(n, _)| n.contains("/dump-"))
-    {
+        .collect();
+    let names: Vec<&str> = dumps
+        .iter()
+        .map(|(n, _)| n.rsplit('/').next().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        ["dump-tcp4.bin", "dump-tcp6.bin", "dump-unix.bin"],
+        "the three real dumps"
+    );
+    for (name, data) in dumps {
         let (seq, buf) = data.split_first_chunk::<4>().unwrap();
         let mut decoded = 0;
         let done = walk_frames(buf, u32::from_ne_bytes(*seq), |f| {

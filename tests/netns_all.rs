@@ -12,8 +12,8 @@
 //! Then churn (namespaces created and destroyed while the agent runs), and
 //! the agent without privileges.
 //!
-//! Needs root, iproute2 (`ss`, `ip`, `nsenter`), python3 and the cgroup v1
-//! `pids` hierarchy: marked `#[ignore]`, run by `./scripts/test`.
+//! Needs root, iproute2 (`ss`, `ip`, `nsenter`), python3 and a cgroup
+//! hierarchy (v2, or v1 `pids`): marked `#[ignore]`, run by `./scripts/test`.
 
 mod common;
 
@@ -102,24 +102,58 @@ fn ns_inode(path: &str) -> String {
         .to_string()
 }
 
-/// A kubelet cgroupfs-layout cgroup (`/kubepods/besteffort/pod<uid>/`) in
-/// the v1 `pids` hierarchy holding one process; removed on drop.
+/// A kubelet-style pod cgroup holding one process, in whichever hierarchy
+/// the host has (removed on drop): cgroup v2 — the only one on a
+/// standard Debian 12 host (systemd), at `/sys/fs/cgroup`, or at
+/// `/sys/fs/cgroup/unified` beside v1 — in kubelet's systemd layout
+/// `kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod<uid>.slice`
+/// (`-` of the UID as `_`); else the v1 `pids` hierarchy in the cgroupfs
+/// layout `/kubepods/besteffort/pod<uid>/`.
 struct PodCgroup {
+    root: PathBuf,
     dirs: Vec<PathBuf>,
     pid: u32,
 }
 
 impl PodCgroup {
-    fn place(pid: u32) -> PodCgroup {
-        let root = Path::new("/sys/fs/cgroup/pids");
+    /// The hierarchy to use and the pod cgroup's path components in it.
+    fn layout() -> (PathBuf, Vec<String>) {
+        let v2 = ["/sys/fs/cgroup", "/sys/fs/cgroup/unified"]
+            .into_iter()
+            .map(Path::new)
+            .find(|r| r.join("cgroup.controllers").exists() || is_cgroup2(r));
+        if let Some(root) = v2 {
+            let uid = POD_UID.replace('-', "_");
+            return (
+                root.to_owned(),
+                vec![
+                    "kubepods.slice".into(),
+                    "kubepods-besteffort.slice".into(),
+                    format!("kubepods-besteffort-pod{uid}.slice"),
+                ],
+            );
+        }
+        let v1 = Path::new("/sys/fs/cgroup/pids");
         assert!(
-            root.join("cgroup.procs").exists(),
-            "prerequisite missing: the cgroup v1 pids hierarchy at {}",
-            root.display()
+            v1.join("cgroup.procs").exists(),
+            "prerequisite missing: a cgroup v2 hierarchy (/sys/fs/cgroup or /sys/fs/cgroup/unified) \
+             or the cgroup v1 pids hierarchy (/sys/fs/cgroup/pids)"
         );
+        (
+            v1.to_owned(),
+            vec![
+                "kubepods".into(),
+                "besteffort".into(),
+                format!("pod{POD_UID}"),
+            ],
+        )
+    }
+
+    fn place(pid: u32) -> PodCgroup {
+        let (root, parts) = PodCgroup::layout();
         let mut dirs = Vec::new();
-        let mut dir = root.to_owned();
-        for part in ["kubepods", "besteffort", &format!("pod{POD_UID}")] {
+        let mut dir = root.clone();
+        for part in parts {
             dir = dir.join(part);
             if !dir.exists() {
                 std::fs::create_dir(&dir)
@@ -127,14 +161,25 @@ impl PodCgroup {
                 dirs.push(dir.clone());
             }
         }
-        std::fs::write(dir.join("cgroup.procs"), pid.to_string()).unwrap();
-        PodCgroup { dirs, pid }
+        std::fs::write(dir.join("cgroup.procs"), pid.to_string())
+            .unwrap_or_else(|e| panic!("moving {pid} into {}: {e}", dir.display()));
+        PodCgroup { root, dirs, pid }
     }
+}
+
+/// True when `dir` is the mount point of a cgroup v2 hierarchy.
+fn is_cgroup2(dir: &Path) -> bool {
+    std::fs::read_to_string("/proc/self/mounts").is_ok_and(|m| {
+        m.lines().any(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            f.len() > 2 && f[2] == "cgroup2" && Path::new(f[1]) == dir
+        })
+    })
 }
 
 impl Drop for PodCgroup {
     fn drop(&mut self) {
-        let _ = std::fs::write("/sys/fs/cgroup/pids/cgroup.procs", self.pid.to_string());
+        let _ = std::fs::write(self.root.join("cgroup.procs"), self.pid.to_string());
         for d in self.dirs.iter().rev() {
             let _ = std::fs::remove_dir(d);
         }
@@ -206,7 +251,7 @@ fn info<'a>(m: &'a Metrics, netns: &str) -> &'a std::collections::BTreeMap<Strin
 }
 
 #[test]
-#[ignore = "needs root (unshare -n -p), iproute2, python3 and cgroup v1 pids: ./scripts/test runs it"]
+#[ignore = "needs root (unshare -n -p), iproute2, python3 and a cgroup hierarchy: ./scripts/test runs it"]
 fn netns_all_reports_every_namespace_apart() {
     run_unshared(
         "netns_all_reports_every_namespace_apart",
@@ -259,6 +304,7 @@ fn netns_all_reports_every_namespace_apart() {
                 assert_eq!(i["comm"], "python3");
                 let want_uid = if k == 0 { POD_UID } else { "" };
                 assert_eq!(i["pod_uid"], want_uid, "namespace {k}");
+                assert_eq!(i["agent"], "false", "namespace {k}");
             }
             // The namespace with no process: reported by its name, with the
             // defaults of a fresh namespace and no socket.
@@ -278,8 +324,8 @@ fn netns_all_reports_every_namespace_apart() {
                 ),
                 0.0
             );
-            // Our own namespace is one among the others.
-            info(&m, &own);
+            // Our own namespace is one among the others, marked as the agent's.
+            assert_eq!(info(&m, &own)["agent"], "true");
             assert_eq!(m.value("sockscope_netns_discovered", &[]), 5.0);
             assert_eq!(m.value("sockscope_netns_over_limit", &[]), 0.0);
             assert!(
@@ -289,12 +335,82 @@ fn netns_all_reports_every_namespace_apart() {
                 "every per-namespace series carries netns"
             );
 
+            snapshot_sections(&kids, &own);
+
             churn(&mut agent, &mut scraper);
             drop(kids);
             run_ok("ip", &["netns", "del", "sockscope-empty"]);
             agent.assert_running();
         },
     );
+}
+
+/// `sockscope snapshot --netns all`: a section per namespace, in text and
+/// JSON, with each namespace's own figures (its TIME_WAIT count and
+/// listener queue, which differ by namespace and do not move) and its own
+/// namespace marked.
+fn snapshot_sections(kids: &[ChildNs], own: &str) {
+    let out = Command::new(env!("CARGO_BIN_EXE_sockscope"))
+        .args(["snapshot", "--netns", "all", "--json", "--log.level", "off"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let nss = v["namespaces"].as_array().unwrap();
+    assert_eq!(nss.len(), 5, "every namespace: {v}");
+    for ns in kids {
+        let k = ns.k;
+        let doc = nss
+            .iter()
+            .find(|d| d["netns"]["inode"].as_u64() == ns.inode.parse().ok())
+            .unwrap_or_else(|| panic!("namespace {k} in the snapshot"));
+        assert_eq!(doc["netns"]["hostname"], format!("sockscope-ns{k}"));
+        assert_eq!(doc["netns"]["agent"], false);
+        assert_eq!(
+            doc["tcp"]["ipv4"]["time_wait"],
+            10 * (k + 1),
+            "namespace {k}"
+        );
+        let l = doc["listeners"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|l| l["listener"] == "127.0.0.1:8080")
+            .unwrap();
+        assert_eq!(
+            (l["length"].clone(), l["limit"].clone()),
+            ((k + 2).into(), 8.into())
+        );
+    }
+    let mine = nss
+        .iter()
+        .find(|d| d["netns"]["inode"].as_u64() == own.parse().ok())
+        .unwrap();
+    assert_eq!(mine["netns"]["agent"], true);
+
+    let out = Command::new(env!("CARGO_BIN_EXE_sockscope"))
+        .args(["snapshot", "--netns", "all", "--log.level", "off"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.starts_with("Network namespaces: 5 found, 5 shown"),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("netns {own} (the agent's own)")),
+        "{text}"
+    );
+    for ns in kids {
+        assert!(
+            text.contains(&format!("netns {} hostname=sockscope-ns{}", ns.inode, ns.k)),
+            "{text}"
+        );
+    }
 }
 
 /// Dozens of short-lived namespaces while the agent runs: each is
@@ -505,7 +621,14 @@ fn netns_all_without_privileges_serves_its_own_namespace() {
                     "--bounding-set=-all",
                     "--",
                 ],
-                &["--netns", "all", "--census.cpu-budget-ratio", "1"],
+                &[
+                    "--netns",
+                    "all",
+                    "--census.cpu-budget-ratio",
+                    "1",
+                    "--log.level",
+                    "info,sockscope::namespaces=debug",
+                ],
             );
             let mut scraper = Scraper::connect(&mut agent);
             let m = scraper.scrape_after(common::wait::now_unix());
@@ -539,6 +662,24 @@ fn netns_all_without_privileges_serves_its_own_namespace() {
                 1,
                 "one warning at start:\n{log}"
             );
+            // At debug, what failed is named: the pids whose ns/net it could
+            // not read, the child's among them.
+            let named = log
+                .lines()
+                .filter(|l| l.contains("cannot read /proc/PID/ns/net"))
+                .find(|l| l.contains("reason=\"eacces\"") || l.contains("reason=eacces"))
+                .unwrap_or_else(|| panic!("a debug line naming the unreadable processes:\n{log}"));
+            let pids = named
+                .split("pids=[")
+                .nth(1)
+                .and_then(|r| r.split(']').next())
+                .unwrap_or_else(|| panic!("pids listed: {named}"));
+            assert!(
+                pids.split(", ").any(|p| p == kid.pid.to_string()),
+                "the child's pid {} among {pids}",
+                kid.pid
+            );
+            assert_eq!(info(&m, &own)["agent"], "true");
             agent.assert_running();
             drop(kid);
             let _ = writeln!(std::io::stderr(), "errors counted: {errors}");

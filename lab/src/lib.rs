@@ -1,7 +1,8 @@
 //! The sockscope lab: a reference reverse proxy ([`proxy`], `sockscope
 //! proxy`) and fault-injecting upstreams ([`upstream`], `sockscope
-//! upstream`) that reproduce the failures of the seed write-ups on one
-//! machine.
+//! upstream`) that reproduce, on one machine, the failures of the README's
+//! lab section (ephemeral-port exhaustion, an upstream that stops
+//! accepting, more pools).
 //!
 //! The library installs no signal handler: [`proxy::run`] and
 //! [`upstream::run_workers`] serve until the stop future they are given

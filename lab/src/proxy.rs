@@ -1,5 +1,5 @@
 //! `sockscope proxy`: a small HTTP/1.1 reverse proxy on hyper, modelled on
-//! the nginx behaviour of the seeds.
+//! the nginx behaviour the README's lab experiments need.
 //!
 //! - Like nginx's worker processes, `--workers N` runs N threads, each with
 //!   its own single-threaded runtime accepting from the one listening
@@ -12,7 +12,8 @@
 //!   per upstream in each worker (`proxy/pool.rs`; nginx's `keepalive N`,
 //!   also per worker; when the cache is full the least recently used one
 //!   is closed); with 0 the proxy closes each upstream connection after
-//!   its response, so TIME_WAIT lands on the proxy's side (seed 000).
+//!   its response, so TIME_WAIT lands on the proxy's side (the README's
+//!   "Ephemeral-port exhaustion").
 //! - `--max-connections` bounds open client connections like
 //!   `worker_connections`: at the bound the proxy stops calling `accept()`
 //!   and new clients wait in the kernel's accept queue.

@@ -1,5 +1,6 @@
-//! `sockscope upstream`: lab upstreams, one per case of seed 001 plus a fast
-//! keep-alive server for benchmarks.
+//! `sockscope upstream`: lab upstreams, one per way an upstream gets stuck
+//! (the README's "An upstream that stops accepting") plus a fast keep-alive
+//! server for benchmarks.
 //!
 //! | behavior | accept | read | answer | close | what the kernel shows |
 //! |---|---|---|---|---|---|
@@ -11,7 +12,7 @@
 //! | `keepalive` | yes | yes | 200 | when the client does | an HTTP/1.1 keep-alive server (never closes first) |
 //!
 //! `ok` and `keepalive` use hyper; the faulty ones write fixed bytes on raw
-//! sockets, as the seed's C servers do. Everything stops when the caller's
+//! sockets, as the C servers of the original write-up do. Everything stops when the caller's
 //! stop future resolves.
 
 use std::convert::Infallible;

@@ -33,7 +33,10 @@ pub struct SourceStatus {
     pub parse_errors_total: u64,
     /// Failed reads since the agent started, by reason (only the reasons
     /// seen).
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        skip_serializing_if = "Vec::is_empty",
+        serialize_with = "super::serialize_counts"
+    )]
     pub errors_total: Vec<(&'static str, u64)>,
     /// The error of the latest read, when down.
     #[serde(skip_serializing_if = "Option::is_none")]

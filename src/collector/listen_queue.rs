@@ -1,5 +1,6 @@
-//! Accept queues per listener: depth, limit, and the queued (Q) vs accepted
-//! (A) connections of seed 001's `Active = Q + A + 1`.
+//! Accept queues per listener: depth, limit, drops, and the queued (Q) vs
+//! accepted (A) connections behind nginx's `Active connections` (README
+//! "Lab": Active counts A, the agent's own connection included, not Q).
 //!
 //! TCP: a listener's `idiag_rqueue` is `sk_ack_backlog` (queued, not yet
 //! `accept()`ed) and `idiag_wqueue` is `sk_max_ack_backlog` =

@@ -40,11 +40,59 @@ pub struct Sample {
     pub unix: Option<UnixStates>,
     pub listeners: Vec<ListenerSample>,
     /// `None` without the sysctls (no model) or without any TCP read.
+    #[serde(serialize_with = "serialize_ephemeral")]
     pub ephemeral: Option<EphemeralReport>,
     pub sysctls: Option<Sysctls>,
     pub netstat: Option<Netstat>,
     pub sockstat: Option<Sockstat>,
     pub sources: Vec<SourceStatus>,
+}
+
+/// Per-reason counts (`[("eacces", 3)]`) as a JSON object
+/// (`{"eacces": 3}`).
+pub(crate) fn serialize_counts<S: serde::Serializer>(
+    counts: &[(&'static str, u64)],
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    s.collect_map(counts.iter().copied())
+}
+
+/// The port range's two ends, named.
+#[derive(serde::Serialize)]
+struct PortRange {
+    first: u16,
+    last: u16,
+}
+
+/// [`EphemeralReport`] with its range as `{"first": …, "last": …}`.
+#[derive(serde::Serialize)]
+struct EphemeralJson<'a> {
+    range: PortRange,
+    limit: u64,
+    listening_in_range: u64,
+    pools: &'a [ephemeral_ports::Pool],
+    pools_total: u64,
+    usage_ratio_max: f64,
+}
+
+fn serialize_ephemeral<S: serde::Serializer>(
+    e: &Option<EphemeralReport>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    use serde::Serialize;
+    e.as_ref()
+        .map(|e| EphemeralJson {
+            range: PortRange {
+                first: e.range.0,
+                last: e.range.1,
+            },
+            limit: e.limit,
+            listening_in_range: e.listening_in_range,
+            pools: &e.pools,
+            pools_total: e.pools_total,
+            usage_ratio_max: e.usage_ratio_max,
+        })
+        .serialize(s)
 }
 
 impl Sample {

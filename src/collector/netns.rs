@@ -7,14 +7,14 @@ use crate::metrics::Families;
 use crate::source::ErrorReason;
 
 crate::metric_specs! {
-    NETNS_INFO = "sockscope_netns_info", Gauge, ["netns", "name", "hostname", "pod_uid", "pid", "comm"],
-        "1 per reported network namespace: its inode (netns, as lsns prints it), its /run/netns name, the UTS hostname of its lowest pid (on Kubernetes the pod's name), the pod UID from that process's cgroup (join kube_pod_info{uid}), the pid and its comm; empty strings where there are none.";
+    NETNS_INFO = "sockscope_netns_info", Gauge, ["netns", "name", "hostname", "pod_uid", "pid", "comm", "agent"],
+        "1 per reported network namespace: its inode (netns, as lsns prints it), its /run/netns name, the UTS hostname of its lowest pid (on Kubernetes the pod's name), the pod UID from that process's cgroup (join kube_pod_info{uid}), the pid and its comm (empty strings where there are none), and agent=\"true\" for the namespace the agent itself runs in (\"false\" for the others).";
     NETNS_DISCOVERED = "sockscope_netns_discovered", Gauge, [],
         "Network namespaces found under /proc/[pid]/ns/net and /run/netns at the latest poll.";
     NETNS_OVER_LIMIT = "sockscope_netns_over_limit", Gauge, [],
         "Namespaces found but not reported: beyond --netns.max-namespaces, the ones with the fewest sockets.";
     NETNS_ERRORS = "sockscope_netns_errors_total", Counter, ["reason"],
-        "Failed attempts, one per namespace and poll, to read a process's /proc/PID/ns/net or to enter a namespace, by reason: eacces (another user's process without CAP_SYS_PTRACE), eperm (setns without CAP_SYS_ADMIN), other errno names. A process that exits meanwhile is not counted.";
+        "Failures by reason, counted on every poll: one per process whose /proc/PID/ns/net could not be read (its namespace is unknown, so a namespace with several such processes counts several times), one per namespace that could not be entered. Reasons: eacces (another user's process without CAP_SYS_PTRACE), eperm (setns without CAP_SYS_ADMIN), other errno names. A process that exits meanwhile is not counted; what failed is logged at debug.";
 }
 
 /// What one reported namespace is.
@@ -32,6 +32,8 @@ pub struct NetnsInfo {
     pub pid: Option<u32>,
     /// That process's `comm`, or empty.
     pub comm: String,
+    /// The namespace the agent itself runs in (`agent="true"`).
+    pub agent: bool,
 }
 
 impl NetnsInfo {
@@ -52,6 +54,7 @@ impl NetnsInfo {
                 &self.pod_uid,
                 &pid,
                 &self.comm,
+                if self.agent { "true" } else { "false" },
             ],
             1.0,
         );
@@ -64,6 +67,7 @@ pub struct NetnsStats {
     pub discovered: u64,
     pub over_limit: u64,
     /// Failures by reason since start (only the reasons seen).
+    #[serde(serialize_with = "super::serialize_counts")]
     pub errors_total: Vec<(&'static str, u64)>,
 }
 
@@ -100,6 +104,7 @@ mod tests {
             pod_uid: "3f1c2d4e-5a6b-7c8d-9e0f-112233445566".into(),
             pid: Some(4242),
             comm: "nginx".into(),
+            agent: false,
         };
         let mut totals = [0; ErrorReason::ALL.len()];
         totals[ErrorReason::Eperm.index()] = 3;
@@ -113,7 +118,7 @@ mod tests {
             stats.encode(f);
         });
         for line in [
-            "sockscope_netns_info{netns=\"4026532281\",name=\"\",hostname=\"web-7d4f\",pod_uid=\"3f1c2d4e-5a6b-7c8d-9e0f-112233445566\",pid=\"4242\",comm=\"nginx\"} 1\n",
+            "sockscope_netns_info{netns=\"4026532281\",name=\"\",hostname=\"web-7d4f\",pod_uid=\"3f1c2d4e-5a6b-7c8d-9e0f-112233445566\",pid=\"4242\",comm=\"nginx\",agent=\"false\"} 1\n",
             "sockscope_netns_discovered 5\n",
             "sockscope_netns_over_limit 1\n",
             "sockscope_netns_errors_total{reason=\"eperm\"} 3\n",

@@ -23,6 +23,8 @@ crate::metric_specs! {
         "stub_status requests: client requests.";
     NGINX_DURATION = "sockscope_nginx_scrape_duration_seconds", Gauge, ["target"],
         "Time the last stub_status scrape took.";
+    NGINX_TIMESTAMP = "sockscope_nginx_scrape_timestamp_seconds", Gauge, ["target"],
+        "When the last stub_status scrape of the target ended (Unix seconds); each target is scraped on its own clock, apart from the kernel poll.";
     NGINX_ERRORS = "sockscope_nginx_scrape_errors_total", Counter, ["target", "reason"],
         "Failed stub_status scrapes by reason: connect, timeout, http, status (not 2xx), body (unreadable or over 64 KiB), parse (not a stub_status page).";
 }
@@ -42,7 +44,7 @@ const FIGURES: [(&crate::metrics::Spec, Figure); 7] = [
 
 /// Every target's families. A target that is down has `up` 0, its error
 /// counters (every reason, from 0) and duration, no figures.
-pub fn encode(targets: &[TargetSample], out: &mut Families) {
+pub fn encode(targets: &[&TargetSample], out: &mut Families) {
     for t in targets {
         let label = [t.target.as_str()];
         out.push(
@@ -60,6 +62,9 @@ pub fn encode(targets: &[TargetSample], out: &mut Families) {
     }
     for t in targets {
         out.push(&NGINX_DURATION, &[t.target.as_str()], t.duration_seconds);
+    }
+    for t in targets {
+        out.push(&NGINX_TIMESTAMP, &[t.target.as_str()], t.timestamp);
     }
     for t in targets {
         for kind in ScrapeError::KINDS {
@@ -87,15 +92,17 @@ mod tests {
                 waiting: 2,
             }),
             duration_seconds: 0.001,
+            timestamp: 1_700_000_000.5,
             errors_total: Default::default(),
         };
         let down = TargetSample {
             target: "unix:/run/nginx.sock:/status".into(),
             status: None,
             duration_seconds: 2.0,
+            timestamp: 1_700_000_001.0,
             errors_total: [("timeout", 4)].into_iter().collect(),
         };
-        let text = crate::metrics::encoded(|f| encode(&[up, down], f));
+        let text = crate::metrics::encoded(|f| encode(&[&up, &down], f));
         let u = "target=\"http://127.0.0.1:8081/stub_status\"";
         let d = "target=\"unix:/run/nginx.sock:/status\"";
         for line in [
@@ -107,6 +114,7 @@ mod tests {
             format!("sockscope_nginx_scrape_errors_total{{{d},reason=\"timeout\"}} 4\n"),
             format!("sockscope_nginx_scrape_errors_total{{{u},reason=\"parse\"}} 0\n"),
             format!("sockscope_nginx_scrape_duration_seconds{{{d}}} 2\n"),
+            format!("sockscope_nginx_scrape_timestamp_seconds{{{u}}} 1700000000.5\n"),
         ] {
             assert!(text.contains(&line), "{line} in\n{text}");
         }

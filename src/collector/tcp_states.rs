@@ -17,7 +17,11 @@ const STATES: usize = TcpState::ALL.len();
 /// Counts of TCP sockets per family, indexed by [`TcpState::index`]. A
 /// family is `None` until [`TcpStates::read`] says it was read, so a
 /// family whose source failed is absent, not zero.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+///
+/// Serialized (`snapshot --json`) with every count named:
+/// `{"ipv4": {"established": 3, …, "closing": 0}, "ipv6": null}` (`null`:
+/// the family was not read).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TcpStates {
     pub ipv4: Option<[u64; STATES]>,
     pub ipv6: Option<[u64; STATES]>,
@@ -99,6 +103,29 @@ impl TcpStates {
     }
 }
 
+/// One family's counts as a map from state label to count.
+struct ByState<'a>(&'a [u64; STATES]);
+
+impl serde::Serialize for ByState<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_map(
+            TcpState::ALL
+                .iter()
+                .map(|st| (st.label(), self.0[st.index()])),
+        )
+    }
+}
+
+impl serde::Serialize for TcpStates {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_map(
+            Family::ALL
+                .iter()
+                .map(|&f| (f.label(), self.family(f).map(ByState))),
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -142,5 +169,17 @@ mod tests {
         let text = crate::metrics::encoded(|f| t.encode(f));
         assert!(text.contains("sockscope_tcp_sockets{family=\"ipv6\",state=\"listen\"} 0\n"));
         assert_eq!(t.total(TcpState::TimeWait), 2);
+    }
+
+    /// JSON names every state; an unread family is `null`.
+    #[test]
+    fn serializes_with_named_states() {
+        let mut t = TcpStates::default();
+        t.observe(&sock(Family::Ipv4, TcpState::TimeWait));
+        let v = serde_json::to_value(&t).unwrap();
+        assert_eq!(v["ipv4"]["time_wait"], 1);
+        assert_eq!(v["ipv4"]["established"], 0);
+        assert_eq!(v["ipv4"].as_object().unwrap().len(), 11);
+        assert!(v["ipv6"].is_null());
     }
 }

@@ -13,7 +13,10 @@ crate::metric_specs! {
 
 /// Counts indexed `[type][state]` in [`UnixType::ALL`] / [`UnixState::ALL`]
 /// order.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+///
+/// Serialized (`snapshot --json`) with every count named:
+/// `{"stream": {"unconnected": 0, "connecting": 3, …}, "dgram": …, "seqpacket": …}`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct UnixStates {
     pub counts: [[u64; 5]; 3],
 }
@@ -58,6 +61,25 @@ impl UnixStates {
     }
 }
 
+/// One type's counts as a map from state label to count.
+struct ByState<'a>(&'a UnixStates, UnixType);
+
+impl serde::Serialize for ByState<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_map(
+            UnixState::ALL
+                .iter()
+                .map(|&st| (st.label(), self.0.get(self.1, st))),
+        )
+    }
+}
+
+impl serde::Serialize for UnixStates {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_map(UnixType::ALL.iter().map(|&t| (t.label(), ByState(self, t))))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -86,5 +108,9 @@ mod tests {
             "sockscope_unix_sockets{sock_type=\"seqpacket\",state=\"disconnecting\"} 0\n"
         ));
         assert_eq!(text.matches("sockscope_unix_sockets{").count(), 15);
+        let v = serde_json::to_value(&u).unwrap();
+        assert_eq!(v["stream"]["connecting"], 5);
+        assert_eq!(v["stream"]["listen"], 1);
+        assert_eq!(v["seqpacket"]["disconnecting"], 0);
     }
 }

@@ -83,11 +83,18 @@ impl Found {
 }
 
 /// What [`discover`] found, and the processes whose namespace it could
-/// not read (by reason; a process that exited meanwhile is not counted).
+/// not read (a process that exited meanwhile is not counted).
 #[derive(Debug, Default)]
 pub struct Discovery {
     pub found: Vec<Found>,
-    pub errors: Vec<ErrorReason>,
+    pub errors: Vec<DiscoveryError>,
+}
+
+/// A process whose `/proc/PID/ns/net` could not be read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DiscoveryError {
+    pub pid: u32,
+    pub reason: ErrorReason,
 }
 
 /// Every network namespace under `procfs` (`/proc/[pid]/ns/net`) and
@@ -117,7 +124,10 @@ pub fn discover(procfs: &Path, run_netns: &Path) -> Discovery {
                 }
                 // The process exited (or is a kernel thread without one).
                 Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
-                Err(err) => errors.push(err_reason(&err)),
+                Err(err) => errors.push(DiscoveryError {
+                    pid,
+                    reason: err_reason(&err),
+                }),
             }
         }
     }

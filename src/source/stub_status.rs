@@ -12,7 +12,8 @@
 //!
 //! One keep-alive connection per target is reused across scrapes, so the
 //! agent does not itself churn ephemeral ports; nginx counts it in
-//! `Active connections` (the `+ 1` of seed 001's `Q + A + 1`).
+//! `Active connections`, which counts the accepted connections (A) only,
+//! never those still in nginx's accept queue (Q).
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -160,7 +161,19 @@ impl std::str::FromStr for Target {
             return Err(bad("only http:// and unix: are supported"));
         }
         let authority = uri.authority().ok_or_else(|| bad("missing host"))?;
-        let port = authority.port_u16().unwrap_or(80);
+        if authority.host().is_empty() {
+            return Err(bad("missing host"));
+        }
+        // `Uri` takes any digits after the colon and `port_u16()` is `None`
+        // for what does not fit a u16: read the port text itself.
+        let port = match port_text(authority.as_str()) {
+            None => 80,
+            Some(p) => p
+                .parse::<u16>()
+                .ok()
+                .filter(|&p| p != 0)
+                .ok_or_else(|| bad(&format!("port {p:?}: expected 1-65535")))?,
+        };
         let path = uri
             .path_and_query()
             .map_or("/".to_owned(), |p| p.as_str().to_owned());
@@ -170,6 +183,17 @@ impl std::str::FromStr for Target {
             path,
         })
     }
+}
+
+/// The text after the port colon of an authority (`user@host:port`,
+/// `[v6]:port`), if there is a colon.
+fn port_text(authority: &str) -> Option<&str> {
+    let host_port = authority.rsplit('@').next().unwrap_or(authority);
+    let after_host = match host_port.strip_prefix('[') {
+        Some(v6) => v6.split_once(']').map_or("", |(_, rest)| rest),
+        None => host_port.find(':').map_or("", |i| &host_port[i..]),
+    };
+    after_host.strip_prefix(':')
 }
 
 /// Why a scrape failed; `kind()` is the `reason` label.
@@ -242,7 +266,49 @@ pub struct Scraper {
     target: Target,
     sender: Option<Sender>,
     errors: BTreeMap<&'static str, u64>,
-    last_ok: Option<bool>,
+    log: LogState,
+}
+
+/// What the log said about a target after one scrape.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Logged {
+    /// A warning: the scrape failed, and the target was up before (or
+    /// never scraped) or failed for another reason (`kind`).
+    Failed(&'static str),
+    /// An info line: the target answered again after failing.
+    Recovered,
+}
+
+/// When a target's scrapes are logged: on the first failure, again when
+/// the reason changes (connect, then parse, then status…), and once when
+/// it recovers; not on every poll while nothing changes.
+#[derive(Debug, Default)]
+pub struct LogState {
+    /// `None` before the first scrape; `Some(None)` after a success;
+    /// `Some(Some(kind))` after a failure of that kind.
+    last: Option<Option<&'static str>>,
+}
+
+impl LogState {
+    /// Records one scrape of `target` (`Err` with its failure), logs when
+    /// that changes what the log last said, and returns what it logged.
+    pub fn record(&mut self, target: &Target, outcome: Result<(), &ScrapeError>) -> Option<Logged> {
+        let now = outcome.err().map(ScrapeError::kind);
+        let prev = self.last.replace(now);
+        match (prev, outcome) {
+            (Some(Some(_)), Ok(())) => {
+                tracing::info!(target = %target, "stub_status scrape recovered");
+                Some(Logged::Recovered)
+            }
+            (_, Ok(())) => None,
+            (Some(Some(was)), Err(e)) if was == e.kind() => None,
+            (_, Err(e)) => {
+                tracing::warn!(target = %target, reason = e.kind(), error = %e,
+                    "stub_status scrape failed (logged again when the reason changes or after it recovers)");
+                Some(Logged::Failed(e.kind()))
+            }
+        }
+    }
 }
 
 /// The outcome of scraping one target, as exported.
@@ -252,7 +318,12 @@ pub struct TargetSample {
     /// `None` when the last scrape failed (then `sockscope_nginx_up` 0 and
     /// no figures).
     pub status: Option<StubStatus>,
+    /// Time the scrape took, in seconds.
     pub duration_seconds: f64,
+    /// When the scrape ended, in seconds since the Unix epoch: scrapes run
+    /// on their own clock, apart from the kernel poll, so this says how old
+    /// the figures are.
+    pub timestamp: f64,
     /// Failed scrapes since start, by reason.
     pub errors_total: BTreeMap<&'static str, u64>,
 }
@@ -263,7 +334,7 @@ impl Scraper {
             target,
             sender: None,
             errors: BTreeMap::new(),
-            last_ok: None,
+            log: LogState::default(),
         }
     }
 
@@ -301,8 +372,8 @@ impl Scraper {
     }
 
     /// Scrapes once, bounded by `timeout` (connect + request + body). A
-    /// failure is counted, logged once (until the target recovers), and
-    /// reported as `status: None`.
+    /// failure is counted, logged as [`LogState`] says (once per reason
+    /// until the target recovers), and reported as `status: None`.
     pub async fn scrape(&mut self, timeout: Duration) -> TargetSample {
         let start = Instant::now();
         let res = match tokio::time::timeout(timeout, self.fetch()).await {
@@ -314,10 +385,7 @@ impl Scraper {
         };
         let status = match res {
             Ok(s) => {
-                if self.last_ok == Some(false) {
-                    tracing::info!(target = %self.target, "stub_status scrape recovered");
-                }
-                self.last_ok = Some(true);
+                self.log.record(&self.target, Ok(()));
                 Some(s)
             }
             Err(e) => {
@@ -326,10 +394,7 @@ impl Scraper {
                     self.sender = None;
                 }
                 *self.errors.entry(e.kind()).or_insert(0) += 1;
-                if self.last_ok != Some(false) {
-                    tracing::warn!(target = %self.target, error = %e, "stub_status scrape failed");
-                }
-                self.last_ok = Some(false);
+                self.log.record(&self.target, Err(&e));
                 None
             }
         };
@@ -337,15 +402,22 @@ impl Scraper {
             target: self.target.to_string(),
             status,
             duration_seconds: start.elapsed().as_secs_f64(),
+            timestamp: unix_now(),
             errors_total: self.errors.clone(),
         }
     }
+
+    /// The target this scraper reads.
+    pub fn target(&self) -> &Target {
+        &self.target
+    }
 }
 
-/// Scrapes every target concurrently.
-pub async fn scrape_all(scrapers: &mut [Scraper], timeout: Duration) -> Vec<TargetSample> {
-    let futs = scrapers.iter_mut().map(|s| s.scrape(timeout));
-    futures_util::future::join_all(futs).await
+/// Seconds since the Unix epoch, now.
+fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
 }
 
 #[cfg(test)]

@@ -15,7 +15,9 @@ pub struct Sysctls {
     /// `net.ipv4.ip_local_port_range`: the ports `connect()` picks
     /// ephemeral ports from.
     pub port_range: PortRange,
-    /// `net.ipv4.ip_local_reserved_ports`: ports `connect()` never picks.
+    /// `net.ipv4.ip_local_reserved_ports`: ports `connect()` never picks,
+    /// as inclusive ranges (JSON `[{"first": …, "last": …}]`).
+    #[serde(serialize_with = "serialize_ranges")]
     pub reserved_ports: Vec<(u16, u16)>,
     /// `net.ipv4.tcp_tw_reuse`: 0 off, 1 on, 2 loopback only (default).
     pub tcp_tw_reuse: u8,
@@ -26,6 +28,15 @@ pub struct Sysctls {
     /// `net.ipv4.tcp_max_tw_buckets`: TIME_WAIT sockets beyond this are not
     /// created (the connection is closed without TIME_WAIT).
     pub tcp_max_tw_buckets: u32,
+}
+
+fn serialize_ranges<S: serde::Serializer>(ranges: &[(u16, u16)], s: S) -> Result<S::Ok, S::Error> {
+    #[derive(serde::Serialize)]
+    struct Range {
+        first: u16,
+        last: u16,
+    }
+    s.collect_seq(ranges.iter().map(|&(first, last)| Range { first, last }))
 }
 
 fn read_trimmed(root: &ProcRoot, rel: &str) -> Result<String, SourceError> {

@@ -314,6 +314,35 @@ async fn connection(stream: TcpStream, ctx: Arc<Ctx>, id: u64, conn: Arc<Conn>) 
     ctx.stats.ended();
 }
 
+/// The `listen(2)` backlog the agent asks for: the kernel caps it at
+/// `net.core.somaxconn` (4096 by default since Linux 5.4), as Go's
+/// `net.Listen` (node_exporter's) does by reading that sysctl.
+pub const LISTEN_BACKLOG: i32 = u16::MAX as i32;
+
+/// A non-blocking TCP listener on `addr` with [`LISTEN_BACKLOG`] and
+/// `SO_REUSEADDR` (as tokio's `TcpListener::bind`, whose backlog is std's
+/// 128).
+///
+/// Why the larger backlog: when the accept queue is full the kernel drops
+/// the handshake's final ACK (`ListenOverflows`): the client's `connect()`
+/// has returned, but the agent sees the connection only after the
+/// SYN-ACK retransmission, 1 s later (then 3 s…), so clients of a flood
+/// beyond the queue (3,000 stalled clients against 128) outlived
+/// `--web.read-header-timeout` by that second, counted from their side.
+///
+/// # Errors
+/// Those of `socket(2)`, `bind(2)` (`AddrInUse`: the address is taken) and
+/// `listen(2)`.
+pub fn listen(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(LISTEN_BACKLOG)?;
+    TcpListener::from_std(socket.into())
+}
+
 /// What [`serve`] serves.
 pub struct Server {
     pub router: Router,

@@ -112,7 +112,9 @@ impl Scraper {
     /// the agent's `sockscope_census_timestamp_seconds` (socket counts,
     /// ephemeral ports; listener queues are read on every poll, so they are
     /// at least as new) is newer than `t` — every namespace's, with
-    /// `--netns all`. Bounded by 5 s (scaled on a slow machine such as an
+    /// `--netns all` — and so is every nginx target's latest scrape
+    /// (`sockscope_nginx_scrape_timestamp_seconds`: targets are scraped on
+    /// their own clock). Bounded by 5 s (scaled on a slow machine such as an
     /// emulated VM) plus twice the longest census interval the agent
     /// announces (`sockscope_census_interval_seconds`: its census duration
     /// over the CPU budget, which grows under load), at most 60 s more.
@@ -127,8 +129,11 @@ impl Scraper {
                     .reduce(f64::min)
                     .unwrap_or(0.0)
             };
+            // nginx targets are scraped on their own clock: their latest
+            // scrape must be newer too (absent without targets).
+            let nginx = m.all("sockscope_nginx_scrape_timestamp_seconds");
             let last = min_of("sockscope_census_timestamp_seconds");
-            if last > t {
+            if last > t && nginx.iter().all(|s| s.value > t) {
                 return m;
             }
             let interval = m

@@ -98,6 +98,23 @@ impl Pool {
         drop(dropped);
     }
 
+    /// Waits until every connection held has finished its exchange
+    /// (hyper's `SendRequest::ready`: the whole response was read), so
+    /// that each is idle; forgets those that closed meanwhile.
+    #[cfg(test)]
+    async fn settled(&self) {
+        let conns = std::mem::take(&mut *self.conns.lock().unwrap());
+        let mut kept = VecDeque::with_capacity(conns.len());
+        for mut c in conns {
+            if c.tx.ready().await.is_ok() {
+                kept.push_back(c);
+            }
+        }
+        let mut conns = self.conns.lock().unwrap();
+        kept.extend(conns.drain(..));
+        *conns = kept;
+    }
+
     /// (idle, all) connections held.
     #[cfg(test)]
     fn counts(&self) -> (usize, usize) {

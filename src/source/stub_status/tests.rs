@@ -87,6 +87,34 @@ fn target_uris() {
     }
 }
 
+/// A port that is not 1-65535 is refused, not read as port 80.
+#[test]
+fn target_ports_out_of_range_are_refused() {
+    for (uri, addr) in [
+        ("http://127.0.0.1/x", "127.0.0.1:80"),
+        ("http://127.0.0.1:65535/x", "127.0.0.1:65535"),
+        ("http://[::1]:8080/x", "[::1]:8080"),
+        ("http://[::1]/x", "[::1]:80"),
+        ("http://localhost:1/x", "localhost:1"),
+    ] {
+        let t: Target = uri.parse().unwrap();
+        assert_eq!(t.conn, Conn::Tcp(addr.into()), "{uri}");
+    }
+    for bad in [
+        "http://127.0.0.1:99999/x",
+        "http://127.0.0.1:65536/x",
+        "http://127.0.0.1:2920x/x",
+        "http://127.0.0.1:/x",
+        "http://127.0.0.1:0/x",
+        "http://[::1]:70000/x",
+        "http://:8080/x",
+    ] {
+        let e = bad.parse::<Target>().unwrap_err();
+        assert!(e.starts_with("--nginx.scrape-uri"), "{bad}: {e}");
+        assert!(!e.contains('\n'), "{bad}: one line: {e}");
+    }
+}
+
 proptest! {
     #[test]
     fn parser_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..2048)) {
@@ -203,4 +231,66 @@ async fn scrapes_over_a_unix_socket() {
     });
     let r = scrape_once(&format!("unix:{}:/basic_status", path.display())).await;
     assert_eq!(r.status.unwrap().requests, 31070465);
+}
+
+/// The log follows the reason: started before nginx it says "connect";
+/// then a parse failure, a 404 and a timeout are each logged once, as is
+/// the recovery; repeats of the same reason are not.
+#[test]
+fn the_log_says_when_the_reason_changes() {
+    use std::sync::{Arc, Mutex};
+    #[derive(Clone, Default)]
+    struct Buf(Arc<Mutex<Vec<u8>>>);
+    impl std::io::Write for Buf {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let buf = Buf::default();
+    let w = buf.clone();
+    let sub = tracing_subscriber::fmt()
+        .with_writer(move || w.clone())
+        .with_ansi(false)
+        .finish();
+    let _guard = tracing::subscriber::set_default(sub);
+
+    let target: Target = "http://127.0.0.1:8080/stub_status".parse().unwrap();
+    let refused = ScrapeError::Connect(std::io::ErrorKind::ConnectionRefused.into());
+    let parse = ScrapeError::Parse(parse_stub_status(b"<html>").unwrap_err());
+    let status = ScrapeError::Status(404);
+    let timeout = ScrapeError::Timeout(Duration::from_secs(2));
+    let mut log = LogState::default();
+    let steps: [(Result<(), &ScrapeError>, Option<Logged>); 10] = [
+        (Err(&refused), Some(Logged::Failed("connect"))),
+        (Err(&refused), None),
+        (Err(&parse), Some(Logged::Failed("parse"))),
+        (Err(&parse), None),
+        (Err(&status), Some(Logged::Failed("status"))),
+        (Err(&timeout), Some(Logged::Failed("timeout"))),
+        (Err(&timeout), None),
+        (Ok(()), Some(Logged::Recovered)),
+        (Ok(()), None),
+        (Err(&refused), Some(Logged::Failed("connect"))),
+    ];
+    for (i, (outcome, want)) in steps.into_iter().enumerate() {
+        assert_eq!(log.record(&target, outcome), want, "step {i}");
+    }
+    let text = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+    assert_eq!(
+        text.matches("stub_status scrape failed").count(),
+        5,
+        "{text}"
+    );
+    assert_eq!(text.matches("stub_status scrape recovered").count(), 1);
+    for reason in ["connect", "parse", "status", "timeout"] {
+        assert!(
+            text.contains(&format!("reason=\"{reason}\"")),
+            "{reason} in {text}"
+        );
+    }
+    assert!(text.contains("HTTP status 404"), "{text}");
 }

@@ -140,3 +140,49 @@ async fn at_the_cap_the_oldest_stalled_goes_and_large_headers_get_431() {
         "{text}"
     );
 }
+
+/// The agent's listener asks for a backlog the kernel caps at somaxconn
+/// (tokio's bind, through mio, asks for std's 128): its accept-queue
+/// limit, read back with inet_diag (the poller), is net.core.somaxconn.
+#[tokio::test]
+async fn the_listener_backlog_is_somaxconn() {
+    use crate::collector::census::CensusPolicy;
+    use crate::poller::{Config, Poller, SourceMode};
+    use crate::source::ProcRoot;
+    use crate::source::kernel::Kernel;
+    let l = listen("127.0.0.1:0".parse().unwrap()).unwrap();
+    let port = l.local_addr().unwrap().port();
+    // What tokio's bind gives, for comparison.
+    let tokio_l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let tokio_port = tokio_l.local_addr().unwrap().port();
+    let somaxconn: u64 = std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let mut p = Poller::new(
+        Config {
+            source: SourceMode::Netlink,
+            top_destinations: 20,
+            max_listeners: 100_000,
+            census: CensusPolicy::EVERY_POLL,
+            inet_diag_any_family: true,
+            netstat_with_census: false,
+        },
+        Kernel::new(ProcRoot::new("/proc")),
+    );
+    let sample = p.poll();
+    let limit = |port: u16| {
+        let name = crate::collector::listen_queue::ListenerKey::Tcp(([127, 0, 0, 1], port).into());
+        sample
+            .listeners
+            .iter()
+            .map(|l| &l.listener)
+            .find(|l| l.listener == name)
+            .expect("the listener is dumped")
+            .limit
+    };
+    // 4096 by default: above the 128 of tokio's bind.
+    assert_eq!(limit(port), Some(somaxconn));
+    assert_eq!(limit(tokio_port), Some(somaxconn.min(128)));
+}
