@@ -224,6 +224,17 @@ fn prometheus_alerts_fire_before_first_502() {
 
         // The no-accept listener: backlog 4 holds 5; the rest stay in SYN_SENT.
         let _clients: Vec<TcpStream> = (0..5).map(|_| TcpStream::connect(STUCK).unwrap()).collect();
+        // Three more, non-blocking: their SYNs (and retransmits) are
+        // dropped, which the listener's sk_drops counts.
+        let _dropped: Vec<socket2::Socket> = (0..3)
+            .map(|_| {
+                let c = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
+                    .unwrap();
+                c.set_nonblocking(true).unwrap();
+                let _ = c.connect(&STUCK.parse::<std::net::SocketAddr>().unwrap().into());
+                c
+            })
+            .collect();
 
         // Two connections waiting for accept() on the UNIX listener.
         wait_for("the UNIX listener", Duration::from_secs(20), || {
