@@ -1329,3 +1329,47 @@ fn systemd_analyze_verify_and_security() {
         text(&o)
     );
 }
+
+// ---------------------------------------------------------------------------
+// Licence
+// ---------------------------------------------------------------------------
+
+/// Apache-2.0: the LICENSE text at the root and `license` in every crate's
+/// manifest (the root package and the lab through `[workspace.package]`,
+/// the fuzz crate on its own).
+#[test]
+fn licence_is_apache_2_0_everywhere() {
+    let licence = read("LICENSE");
+    assert!(
+        licence.trim_start().starts_with("Apache License")
+            && licence.contains("Version 2.0, January 2004")
+            && licence.contains("END OF TERMS AND CONDITIONS"),
+        "LICENSE is not the Apache License 2.0 text"
+    );
+    // Cargo's own reading of the manifests.
+    let licences = |manifest: &str| -> Vec<(String, String)> {
+        let o = assert_ok(Command::new(env!("CARGO")).args([
+            "metadata",
+            "--no-deps",
+            "--offline",
+            "--format-version=1",
+            "--manifest-path",
+            &path(manifest).to_string_lossy(),
+        ]));
+        let m: Value = serde_json::from_slice(&o.stdout).expect("cargo metadata's JSON");
+        arr(&m["packages"], "packages")
+            .iter()
+            .map(|p| (p["name"].to_string(), p["license"].to_string()))
+            .collect()
+    };
+    let mut all = licences("Cargo.toml");
+    all.extend(licences("fuzz/Cargo.toml"));
+    let names: BTreeSet<&str> = all.iter().map(|(n, _)| n.trim_matches('"')).collect();
+    assert_eq!(
+        names,
+        BTreeSet::from(["sockscope", "sockscope-lab", "sockscope-fuzz"])
+    );
+    for (name, licence) in &all {
+        assert_eq!(licence, "\"Apache-2.0\"", "{name}");
+    }
+}
