@@ -975,8 +975,16 @@ fn assert_least_privilege(what: &str, pod_spec: &Value, c: &Value) {
     assert_eq!(r["requests"]["memory"], "16Mi", "{what}");
     assert_eq!(r["limits"]["cpu"], "200m", "{what}");
     assert_eq!(r["limits"]["memory"], "64Mi", "{what}");
-    assert!(
-        s(&c["image"], "image").starts_with("ghcr.io/sockscope/sockscope:"),
+    assert_image(what, c);
+}
+
+/// The image scripts/image builds (`localhost/sockscope:VERSION`), for the
+/// user to replace with their registry's: no registry path of a namespace
+/// the project does not own.
+fn assert_image(what: &str, c: &Value) {
+    assert_eq!(
+        s(&c["image"], "image"),
+        format!("localhost/sockscope:{}", env!("CARGO_PKG_VERSION")),
         "{what}"
     );
 }
@@ -1059,6 +1067,7 @@ fn daemonset_netns_all_settings() {
     assert_eq!(args[0], "agent");
     assert!(args.contains(&"--netns=all"), "{args:?}");
     assert_agent_flags_exist("daemonset-netns-all", &args);
+    assert_image("daemonset-netns-all", c);
 }
 
 #[test]
@@ -1083,6 +1092,7 @@ fn sidecar_settings_and_nginx_config() {
     assert_agent_flags_exist("sidecar", &args);
     // The demo upstream runs sockscope's own lab server: its flags must exist.
     let app = container(pod, "app");
+    assert_image("sidecar app", app);
     let app_args: Vec<&str> = arr(&app["args"], "args")
         .iter()
         .map(|a| s(a, "arg"))
@@ -1127,11 +1137,12 @@ fn sidecar_settings_and_nginx_config() {
 }
 
 /// kubernetes-validate has no schema for custom resources (it only warns
-/// "Couldn't find schema for kind PodMonitor" and passes), and the
-/// prometheus-operator CRD is not vendored here. So the PodMonitor is
-/// checked for its core fields only, against the other manifests: known
-/// keys, the selector matching both pod templates, the `metrics` port and
-/// a job label the alerts expect.
+/// "Couldn't find schema for kind PodMonitor" and passes); the
+/// prometheus-operator CRD is not vendored here (tests/helm_chart.rs
+/// validates this PodMonitor against it where the CRDs are present). Here
+/// its core fields, against the other manifests: known keys, the selector
+/// matching both pod templates, the `metrics` port and a job label the
+/// alerts expect.
 #[test]
 #[ignore = "needs python3 with PyYAML: ./scripts/test installs it"]
 fn podmonitor_core_fields() {
