@@ -731,3 +731,65 @@ fn operator_objects_validate_against_their_crds() {
         "the strict schemas accepted an unknown field:\n{t}"
     );
 }
+
+/// NOTES.txt, which `helm template` does not render and `helm install
+/// --dry-run` renders only against a cluster: a copy of the chart renders
+/// it through `tpl` into a ConfigMap of its own.
+fn render_notes(sets: &[&str]) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let chart = dir.path().join("sockscope");
+    let o = run(Command::new("cp")
+        .arg("-r")
+        .arg(root().join(CHART))
+        .arg(&chart));
+    assert!(o.status.success(), "{}", text(&o));
+    std::fs::copy(chart.join("templates/NOTES.txt"), chart.join("notes.txt")).unwrap();
+    std::fs::write(
+        chart.join("templates/notes-under-test.yaml"),
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: notes-under-test\n\
+         data:\n  notes: {{ tpl (.Files.Get \"notes.txt\") . | quote }}\n",
+    )
+    .unwrap();
+    let mut c = helm();
+    c.args(["template", RELEASE, "--namespace", NAMESPACE])
+        .arg(&chart)
+        .args(["--show-only", "templates/notes-under-test.yaml"])
+        .args(["--set", "image.repository=infra/sockscope"]);
+    for s in sets {
+        c.args(["--set", s]);
+    }
+    let o = ok(&mut c);
+    let docs = yaml_docs(&String::from_utf8_lossy(&o.stdout));
+    docs[0]["data"]["notes"].as_str().unwrap().to_owned()
+}
+
+#[test]
+#[ignore = "needs helm and python3 with PyYAML: ./scripts/test installs them"]
+fn notes_say_how_to_check_it_works() {
+    let ds = format!("daemonset/{RELEASE}-sockscope");
+    let notes = render_notes(&[]);
+    for want in [
+        format!("kubectl -n {NAMESPACE} rollout status {ds}"),
+        format!("kubectl -n {NAMESPACE} port-forward {ds} 9977"),
+        "curl -s http://127.0.0.1:9977/metrics".to_owned(),
+        "the node's network namespace, no privilege".to_owned(),
+        "prometheus.monitor.enabled=true".to_owned(),
+    ] {
+        assert!(notes.contains(&want), "NOTES lack {want:?}:\n{notes}");
+    }
+    let notes = render_notes(&[
+        "netns=all",
+        "prometheus.monitor.enabled=true",
+        "prometheusRule.enabled=true",
+        "webConfig.config.tls_server_config.cert_file=tls.crt",
+    ]);
+    for want in [
+        "every network namespace of the node: hostPID, uid 0, CAP_SYS_ADMIN and CAP_SYS_PTRACE only",
+        "curl -sk https://127.0.0.1:9977/metrics",
+        "up{job=\"sockscope\"}",
+        "ServiceMonitor",
+        "PrometheusRule ops-sockscope",
+    ] {
+        assert!(notes.contains(want), "NOTES lack {want:?}:\n{notes}");
+    }
+}
