@@ -12,7 +12,8 @@
 //!   capabilities to a non-root user, podman would, as ambient ones: so
 //!   the test runs it as the chart does), the host's PID namespace,
 //!   `SYS_ADMIN` and `SYS_PTRACE` only: it reports a network namespace
-//!   this test made, and the listener inside it.
+//!   this test made, and the listener inside it; a namespace that holds no
+//!   process (`ip netns add`) only where `/run/netns` is mounted.
 //!
 //! This machine's podman needs a `containers.conf` a normal host does not
 //! (`default_ulimits` within the sandbox's nofile limit, `runc` instead of
@@ -43,6 +44,7 @@ const NODE_PORT: u16 = 19210;
 const ALL_PORT: u16 = 19211;
 const HOST_LISTENER_PORT: u16 = 19212;
 const CHILD_LISTENER_PORT: u16 = 19213;
+const MOUNTED_PORT: u16 = 19214;
 const SOURCE: &str = "https://example.invalid/sockscope.git";
 
 fn root() -> PathBuf {
@@ -396,6 +398,8 @@ fn image_builds_reproducibly_and_runs_in_both_modes() {
     // --- All-namespaces mode, as daemonset-netns-all.yaml and the chart's
     // netns=all run it.
     let ns = ChildNs::start();
+    // A namespace with no process, known only by its /run/netns name.
+    let named = IpNetns::add();
     let all_listen = format!("--web.listen-address=127.0.0.1:{ALL_PORT}");
     let all = Container::run(
         &podman,
@@ -451,4 +455,74 @@ fn image_builds_reproducibly_and_runs_in_both_modes() {
         "{:?}",
         info[0].labels
     );
+    // Without /run/netns mounted, the namespace that holds no process is
+    // not seen (the same scrape that saw the test's other namespace: the
+    // discovery of one poll).
+    let named_inode = named.inode.to_string();
+    assert!(
+        m.matching("sockscope_netns_info", &[("netns", &named_inode)])
+            .is_empty(),
+        "{} seen without /run/netns mounted",
+        named.name
+    );
+    drop(all);
+
+    // With it mounted (read-only, following the host's later mounts), it is,
+    // by its name.
+    let mounted_listen = format!("--web.listen-address=127.0.0.1:{MOUNTED_PORT}");
+    let mounted = Container::run(
+        &podman,
+        &[
+            "--network=host",
+            "--pid=host",
+            "--user=0:0",
+            "--read-only",
+            "--cap-drop=ALL",
+            "--cap-add=SYS_ADMIN,SYS_PTRACE",
+            "--volume=/run/netns:/run/netns:ro,rslave",
+            &tag,
+            "agent",
+            "--netns=all",
+            &mounted_listen,
+        ],
+    );
+    mounted.wait_ready(MOUNTED_PORT);
+    wait_for(
+        "the /run/netns namespace in the agent's /metrics",
+        Duration::from_secs(30),
+        || {
+            let m = Metrics::parse(&scrape(MOUNTED_PORT))?;
+            let info = m.matching("sockscope_netns_info", &[("netns", &named_inode)]);
+            match info.first().and_then(|s| s.labels.get("name")) {
+                Some(n) if *n == named.name => Ok(()),
+                other => Err(format!("{} ({named_inode}): {other:?}", named.name)),
+            }
+        },
+    );
+}
+
+/// `ip netns add`: a namespace bound under /run/netns, no process in it;
+/// deleted on drop.
+struct IpNetns {
+    name: String,
+    inode: u64,
+}
+
+impl IpNetns {
+    fn add() -> IpNetns {
+        let name = format!("sockscope-image-test-{}", std::process::id());
+        ok(prereq::command("ip").args(["netns", "add", &name]));
+        let inode = std::fs::metadata(format!("/run/netns/{name}"))
+            .unwrap()
+            .ino();
+        IpNetns { name, inode }
+    }
+}
+
+impl Drop for IpNetns {
+    fn drop(&mut self) {
+        let _ = prereq::command("ip")
+            .args(["netns", "delete", &self.name])
+            .output();
+    }
 }
