@@ -111,6 +111,19 @@ fn chart_files_equal_their_sources() {
     }
 }
 
+/// Chart.yaml's appVersion (the image tag by default) is the agent's version.
+#[test]
+fn chart_app_version_is_the_agent_version() {
+    let chart = read(&format!("{CHART}/Chart.yaml"));
+    let app = chart
+        .lines()
+        .find_map(|l| l.strip_prefix("appVersion:"))
+        .expect("appVersion in Chart.yaml")
+        .trim()
+        .trim_matches('"');
+    assert_eq!(app, env!("CARGO_PKG_VERSION"));
+}
+
 // ---------------------------------------------------------------------------
 // helm
 // ---------------------------------------------------------------------------
@@ -594,6 +607,20 @@ fn helm_template_matrix() {
     let help = agent_help();
     for c in &cases {
         check_case(c, &help);
+    }
+    // The default tag is the chart's appVersion, the agent's version: the
+    // tag scripts/image gives the image.
+    let want = format!(
+        "registry.example.com/infra/sockscope:{}",
+        env!("CARGO_PKG_VERSION")
+    );
+    for c in cases.iter().filter(|c| !c.name.ends_with(".yaml")) {
+        let ds = find(&c.docs, "DaemonSet").unwrap();
+        assert_eq!(
+            ds["spec"]["template"]["spec"]["containers"][0]["image"], want,
+            "{}",
+            c.name
+        );
     }
 
     // Built-in kinds: kubernetes-validate --strict, every rendering at once.
