@@ -983,8 +983,16 @@ fn assert_least_privilege(what: &str, pod_spec: &Value, c: &Value) {
     assert_eq!(r["requests"]["memory"], "16Mi", "{what}");
     assert_eq!(r["limits"]["cpu"], "200m", "{what}");
     assert_eq!(r["limits"]["memory"], "64Mi", "{what}");
-    assert!(
-        s(&c["image"], "image").starts_with("ghcr.io/sockscope/sockscope:"),
+    assert_image(what, c);
+}
+
+/// The image scripts/image builds (`localhost/sockscope:VERSION`), for the
+/// user to replace with their registry's: no registry path of a namespace
+/// the project does not own.
+fn assert_image(what: &str, c: &Value) {
+    assert_eq!(
+        s(&c["image"], "image"),
+        format!("localhost/sockscope:{}", env!("CARGO_PKG_VERSION")),
         "{what}"
     );
 }
@@ -1067,6 +1075,7 @@ fn daemonset_netns_all_settings() {
     assert_eq!(args[0], "agent");
     assert!(args.contains(&"--netns=all"), "{args:?}");
     assert_agent_flags_exist("daemonset-netns-all", &args);
+    assert_image("daemonset-netns-all", c);
 }
 
 #[test]
@@ -1091,6 +1100,7 @@ fn sidecar_settings_and_nginx_config() {
     assert_agent_flags_exist("sidecar", &args);
     // The demo upstream runs sockscope's own lab server: its flags must exist.
     let app = container(pod, "app");
+    assert_image("sidecar app", app);
     let app_args: Vec<&str> = arr(&app["args"], "args")
         .iter()
         .map(|a| s(a, "arg"))
@@ -1135,11 +1145,12 @@ fn sidecar_settings_and_nginx_config() {
 }
 
 /// kubernetes-validate has no schema for custom resources (it only warns
-/// "Couldn't find schema for kind PodMonitor" and passes), and the
-/// prometheus-operator CRD is not vendored here. So the PodMonitor is
-/// checked for its core fields only, against the other manifests: known
-/// keys, the selector matching both pod templates, the `metrics` port and
-/// a job label the alerts expect.
+/// "Couldn't find schema for kind PodMonitor" and passes); the
+/// prometheus-operator CRD is not vendored here (tests/helm_chart.rs
+/// validates this PodMonitor against it where the CRDs are present). Here
+/// its core fields, against the other manifests: known keys, the selector
+/// matching both pod templates, the `metrics` port and a job label the
+/// alerts expect.
 #[test]
 #[ignore = "needs python3 with PyYAML: ./scripts/test installs it"]
 fn podmonitor_core_fields() {
@@ -1406,5 +1417,49 @@ fn shipped_intervals_are_the_ones_the_rules_need() {
     let pm = yaml("deploy/kubernetes/podmonitor.yaml");
     for ep in arr(&pm["spec"]["podMetricsEndpoints"], "podMetricsEndpoints") {
         assert_eq!(ep["interval"], "5s");
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Licence
+// ---------------------------------------------------------------------------
+
+/// Apache-2.0: the LICENSE text at the root and `license` in every crate's
+/// manifest (the root package and the lab through `[workspace.package]`,
+/// the fuzz crate on its own).
+#[test]
+fn licence_is_apache_2_0_everywhere() {
+    let licence = read("LICENSE");
+    assert!(
+        licence.trim_start().starts_with("Apache License")
+            && licence.contains("Version 2.0, January 2004")
+            && licence.contains("END OF TERMS AND CONDITIONS"),
+        "LICENSE is not the Apache License 2.0 text"
+    );
+    // Cargo's own reading of the manifests.
+    let licences = |manifest: &str| -> Vec<(String, String)> {
+        let o = assert_ok(Command::new(env!("CARGO")).args([
+            "metadata",
+            "--no-deps",
+            "--offline",
+            "--format-version=1",
+            "--manifest-path",
+            &path(manifest).to_string_lossy(),
+        ]));
+        let m: Value = serde_json::from_slice(&o.stdout).expect("cargo metadata's JSON");
+        arr(&m["packages"], "packages")
+            .iter()
+            .map(|p| (p["name"].to_string(), p["license"].to_string()))
+            .collect()
+    };
+    let mut all = licences("Cargo.toml");
+    all.extend(licences("fuzz/Cargo.toml"));
+    let names: BTreeSet<&str> = all.iter().map(|(n, _)| n.trim_matches('"')).collect();
+    assert_eq!(
+        names,
+        BTreeSet::from(["sockscope", "sockscope-lab", "sockscope-fuzz"])
+    );
+    for (name, licence) in &all {
+        assert_eq!(licence, "\"Apache-2.0\"", "{name}");
     }
 }

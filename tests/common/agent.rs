@@ -12,6 +12,15 @@ use super::process::{LoggedChild, signal_child};
 use super::scrape::Scraper;
 use super::wait::wait_for;
 
+/// The binary under test: `SOCKSCOPE_AGENT_BIN` when set (to measure
+/// another build with the same test, e.g. the static musl one for
+/// BENCHMARKS.md), else this package's.
+pub fn agent_bin() -> std::path::PathBuf {
+    std::env::var_os("SOCKSCOPE_AGENT_BIN")
+        .map(Into::into)
+        .unwrap_or_else(|| env!("CARGO_BIN_EXE_sockscope").into())
+}
+
 /// Where the agent listens inside the namespace.
 pub const AGENT_ADDR: &str = "127.0.0.1:9977";
 
@@ -79,7 +88,7 @@ impl Agent {
         extra: &[&str],
         prepare: impl FnOnce(&mut Command),
     ) -> Agent {
-        let bin = env!("CARGO_BIN_EXE_sockscope");
+        let bin = agent_bin();
         let mut cmd = match via {
             Some((program, args)) => {
                 let mut c = Command::new(program);

