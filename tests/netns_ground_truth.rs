@@ -116,8 +116,8 @@ fn assert_v6_listeners(g: &Truth, m: &Metrics, netlink: bool) {
 /// Every metric the shipped alerting and recording rules read
 /// (deploy/prometheus/{alerts,recording}.yml) is in the scrape, but those
 /// of the nginx scraper (not configured here), `source_errors_total`
-/// (only once a source failed) and, without the accept-queue limit
-/// (procfs), the two that need it.
+/// (only once a source failed) and, with procfs (no accept-queue limit,
+/// no `sk_drops`), the three that need sock_diag.
 fn assert_alert_inputs(m: &Metrics, netlink: bool) {
     let root = env!("CARGO_MANIFEST_DIR");
     let mut names = std::collections::BTreeSet::new();
@@ -131,9 +131,11 @@ fn assert_alert_inputs(m: &Metrics, netlink: bool) {
             names.insert(name);
         }
     }
+    // Only inet_diag and unix_diag have these (absent with procfs).
     let needs_limit = [
         "sockscope_listen_queue_limit",
         "sockscope_listen_queue_full_seconds_total",
+        "sockscope_listen_queue_drops_total",
     ];
     let mut checked = 0;
     for n in &names {
