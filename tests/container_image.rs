@@ -32,12 +32,13 @@ use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdout, Command, Output, Stdio};
+use std::process::{Child, ChildStdout, Command, Stdio};
 use std::time::Duration;
 
 use common::http::http_get_once;
 use common::metrics::{Metrics, check_promtool};
 use common::prereq;
+use common::process::{ok_stdout as ok, output_text as text};
 use common::wait::wait_for;
 
 const NODE_PORT: u16 = 19210;
@@ -49,23 +50,6 @@ const SOURCE: &str = "https://example.invalid/sockscope.git";
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "status: {}\n--- stdout\n{}\n--- stderr\n{}",
-        o.status,
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
-fn ok(cmd: &mut Command) -> String {
-    let o = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("running {cmd:?}: {e}"));
-    assert!(o.status.success(), "{cmd:?} failed:\n{}", text(&o));
-    String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
 /// podman with this sandbox's settings (see the module comment).

@@ -31,6 +31,7 @@ use std::process::{Command, Output};
 use serde_json::{Value, json};
 
 use common::prereq;
+use common::process::{assert_ok as ok, output_text as text, run_cmd as run};
 
 const CHART: &str = "deploy/helm/sockscope";
 const RELEASE: &str = "ops";
@@ -43,26 +44,6 @@ fn root() -> PathBuf {
 
 fn read(rel: &str) -> String {
     std::fs::read_to_string(root().join(rel)).unwrap_or_else(|e| panic!("reading {rel}: {e}"))
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "status: {}\n--- stdout\n{}\n--- stderr\n{}",
-        o.status,
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
-fn run(cmd: &mut Command) -> Output {
-    cmd.output()
-        .unwrap_or_else(|e| panic!("running {cmd:?}: {e}"))
-}
-
-fn ok(cmd: &mut Command) -> Output {
-    let o = run(cmd);
-    assert!(o.status.success(), "{cmd:?} failed:\n{}", text(&o));
-    o
 }
 
 /// Every YAML document of `text`, as JSON (python3 + PyYAML).

@@ -28,48 +28,14 @@ use common::agent::{AGENT_ADDR, Agent};
 use common::netns::{run_in_netns, setup_netns};
 use common::prereq;
 use common::process::{LabProcess, wait_listening};
-use common::prometheus::shipped_config;
+use common::prometheus::{PROM, api, own_metrics, query, shipped_config};
 use common::truth::tcp_listening;
 use common::wait::wait_for;
 
-const PROM: &str = "127.0.0.1:9090";
 const PROXY: &str = "127.0.0.1:8081";
 const UPSTREAM: &str = "127.0.0.1:7100";
 const STUCK: &str = "127.0.0.1:7200";
 const RANGE: (u16, u16) = (40000, 40999);
-
-/// One keep-alive client for Prometheus: a new connection per poll would
-/// fill the namespace's 1,000-port range toward Prometheus with TIME_WAIT.
-fn prom_client() -> &'static ureq::Agent {
-    static AGENT: std::sync::OnceLock<ureq::Agent> = std::sync::OnceLock::new();
-    AGENT.get_or_init(ureq::Agent::new_with_defaults)
-}
-
-/// GET against Prometheus's HTTP API; returns the `data` member.
-fn api(path: &str) -> serde_json::Value {
-    let body = prom_client()
-        .get(&format!("http://{PROM}{path}"))
-        .call()
-        .unwrap_or_else(|e| panic!("GET {path}: {e}"))
-        .into_body()
-        .read_to_string()
-        .unwrap();
-    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
-    assert_eq!(v["status"], "success", "{path}: {body}");
-    v["data"].clone()
-}
-
-fn query(expr: &str) -> Vec<serde_json::Value> {
-    let mut url = String::from("/api/v1/query?query=");
-    for b in expr.bytes() {
-        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-            url.push(b as char);
-        } else {
-            url.push_str(&format!("%{b:02X}"));
-        }
-    }
-    api(&url)["result"].as_array().cloned().unwrap_or_default()
-}
 
 fn alert_state(name: &str, label: Option<(&str, &str)>) -> Option<String> {
     let alerts = api("/api/v1/alerts");
@@ -334,13 +300,7 @@ fn prometheus_alerts_fire_before_first_502() {
         assert_eq!(targets["activeTargets"].as_array().unwrap().len(), 1);
         let up = query("min_over_time(up{job=\"sockscope\"}[5m])");
         assert_eq!(up[0]["value"][1], "1", "up was 1 at every scrape: {up:?}");
-        let prom_metrics = prom_client()
-            .get(&format!("http://{PROM}/metrics"))
-            .call()
-            .unwrap()
-            .into_body()
-            .read_to_string()
-            .unwrap();
+        let prom_metrics = own_metrics();
         for counter in [
             "prometheus_target_scrapes_sample_duplicate_timestamp_total",
             "prometheus_target_scrapes_sample_out_of_order_total",

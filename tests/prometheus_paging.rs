@@ -35,11 +35,10 @@ use common::churn::{Churn, churn, client_closes_first_server};
 use common::netns::{run_in_netns, setup_port_range_netns};
 use common::prereq;
 use common::process::{LabProcess, wait_listening};
-use common::prometheus::shipped_config;
+use common::prometheus::{PROM, api, encode, shipped_config};
 use common::truth::tcp_listening;
 use common::wait::wait_for;
 
-const PROM: &str = "127.0.0.1:9090";
 const SERVER: &str = "127.0.0.1:7100";
 const RANGE: &str = "40000 40499";
 const PORTS: f64 = 500.0;
@@ -49,38 +48,6 @@ const PORT_ALERTS: [&str; 3] = [
     "SockscopeEphemeralPortsExhausted",
     "SockscopeEphemeralPortsNearExhaustion",
 ];
-
-/// One keep-alive client for Prometheus's API.
-fn prom() -> &'static ureq::Agent {
-    static AGENT: std::sync::OnceLock<ureq::Agent> = std::sync::OnceLock::new();
-    AGENT.get_or_init(ureq::Agent::new_with_defaults)
-}
-
-fn api(path: &str) -> serde_json::Value {
-    let body = prom()
-        .get(&format!("http://{PROM}{path}"))
-        .call()
-        .unwrap_or_else(|e| panic!("GET {path}: {e}"))
-        .into_body()
-        .read_to_string()
-        .unwrap();
-    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
-    assert_eq!(v["status"], "success", "{path}: {body}");
-    v["data"].clone()
-}
-
-/// `expr` percent-encoded for a query string.
-fn encode(expr: &str) -> String {
-    expr.bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
-}
 
 /// A port alert seen by the watcher: (when, alertname, destination, state).
 type Sighting = (Instant, String, String, String);

@@ -26,29 +26,10 @@ use std::process::{Command, Output};
 use std::time::Instant;
 
 use common::prereq;
+use common::process::{ok_stdout as ok, output_text as text, run_cmd as run};
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "status: {}\n--- stdout\n{}\n--- stderr\n{}",
-        o.status,
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
-fn run(cmd: &mut Command) -> Output {
-    cmd.output()
-        .unwrap_or_else(|e| panic!("running {cmd:?}: {e}"))
-}
-
-fn ok(cmd: &mut Command) -> String {
-    let o = run(cmd);
-    assert!(o.status.success(), "{cmd:?} failed:\n{}", text(&o));
-    String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
 /// The host's Debian mirror, as scripts/fresh-machine-check finds it.

@@ -361,3 +361,32 @@ pub fn raise_nofile(want: u64) -> u64 {
     }
     rl.rlim_cur
 }
+
+/// An external command's exit status, stdout and stderr, for a failure
+/// message.
+pub fn output_text(o: &Output) -> String {
+    format!(
+        "status: {}\n--- stdout\n{}\n--- stderr\n{}",
+        o.status,
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// Runs `cmd` to its end (a spawn failure panics, naming the command).
+pub fn run_cmd(cmd: &mut Command) -> Output {
+    cmd.output()
+        .unwrap_or_else(|e| panic!("running {cmd:?}: {e}"))
+}
+
+/// Runs `cmd` and panics with [`output_text`] unless it succeeded.
+pub fn assert_ok(cmd: &mut Command) -> Output {
+    let o = run_cmd(cmd);
+    assert!(o.status.success(), "{cmd:?} failed:\n{}", output_text(&o));
+    o
+}
+
+/// [`assert_ok`]'s stdout, as text.
+pub fn ok_stdout(cmd: &mut Command) -> String {
+    String::from_utf8_lossy(&assert_ok(cmd).stdout).into_owned()
+}
