@@ -5,7 +5,6 @@
 
 use std::io::Read;
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
@@ -39,8 +38,7 @@ pub struct Churn {
 /// second (t: seconds since the start), paced every few milliseconds,
 /// until `connect()` fails with `EADDRNOTAVAIL` (when `stop_at_failure`),
 /// `stop` is set, or `limit` has passed. Any other `connect()` error
-/// panics. The start instant is sent on `started` as the first connect is
-/// due.
+/// panics.
 pub fn churn(
     server: SocketAddr,
     rate: impl Fn(f64) -> f64,
@@ -88,9 +86,4 @@ pub fn churn(
         connects,
         first_eaddrnotavail: first,
     }
-}
-
-/// A flag shared between a load thread and the test.
-pub fn flag() -> Arc<AtomicBool> {
-    Arc::new(AtomicBool::new(false))
 }
