@@ -13,8 +13,10 @@ use std::time::Duration;
 use prometheus::proto::MetricFamily;
 use tokio::sync::{oneshot, watch};
 
+use crate::collector::Part;
 use crate::collector::netns::NetnsStats;
 use crate::collector::nginx;
+use crate::events::{EventSource, Events};
 use crate::metrics::Families;
 use crate::namespaces::{NamespaceSample, Namespaces, NamespacesConfig};
 use crate::poller::Poller;
@@ -25,12 +27,14 @@ crate::metric_specs! {
         "A metric with a constant 1 labelled with the version of sockscope.";
 }
 
-/// What one poll learned: each namespace's sample and the discovery
-/// figures (`--netns all`).
+/// What one poll learned: each namespace's sample, the discovery
+/// figures (`--netns all`) and the event sources' host-wide parts (their
+/// health).
 #[derive(Debug, Clone)]
 pub struct Report {
     pub namespaces: Vec<NamespaceSample>,
     pub netns: Option<NetnsStats>,
+    pub parts: Vec<Arc<dyn Part>>,
 }
 
 /// The latest of everything `/metrics` shows: the poll loop's report and
@@ -102,6 +106,9 @@ impl Report {
         if let Some(stats) = &self.netns {
             stats.encode(&mut out);
         }
+        for p in &self.parts {
+            p.encode(&mut out);
+        }
         nginx::encode(nginx_targets, &mut out);
         out.finish()
     }
@@ -115,25 +122,42 @@ pub enum Sampler {
 }
 
 enum Sampling {
-    Own(Box<Poller>),
+    /// The poller and the inode of its (the thread's) network namespace.
+    Own(Box<Poller>, u64),
     All(Box<Namespaces>),
 }
 
-type Polled = (Vec<NamespaceSample>, Option<NetnsStats>);
+type Polled = (Vec<NamespaceSample>, Option<NetnsStats>, Vec<Arc<dyn Part>>);
+
+/// Every event source's state, merged.
+fn collect(sources: &mut [Box<dyn EventSource>], found: &[u64]) -> Events {
+    let mut events = Events::default();
+    for s in sources {
+        events.merge(s.collect(found));
+    }
+    events
+}
 
 impl Sampling {
-    fn poll(&mut self) -> Polled {
+    fn poll(&mut self, sources: &mut [Box<dyn EventSource>]) -> Polled {
         match self {
-            Sampling::Own(p) => (
-                vec![NamespaceSample {
-                    netns: None,
-                    sample: p.poll(),
-                }],
-                None,
-            ),
+            Sampling::Own(p, inode) => {
+                let mut events = collect(sources, &[*inode]);
+                let own = events.namespaces.remove(inode).unwrap_or_default();
+                let sample = p.poll_with(crate::poller::CensusChoice::Policy, &own);
+                (
+                    vec![NamespaceSample {
+                        netns: None,
+                        sample,
+                    }],
+                    None,
+                    events.host,
+                )
+            }
             Sampling::All(n) => {
-                let (samples, stats) = n.poll();
-                (samples, Some(stats))
+                let (samples, stats, host) =
+                    n.poll_with_events(&mut |found| collect(sources, found));
+                (samples, Some(stats), host)
             }
         }
     }
@@ -148,7 +172,10 @@ struct PollerThread {
 }
 
 impl PollerThread {
-    fn spawn(sampler: Sampler) -> std::io::Result<PollerThread> {
+    fn spawn(
+        sampler: Sampler,
+        mut sources: Vec<Box<dyn EventSource>>,
+    ) -> std::io::Result<PollerThread> {
         let (tx, rx) = std::sync::mpsc::channel::<oneshot::Sender<Polled>>();
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let thread = std::thread::Builder::new()
@@ -156,7 +183,15 @@ impl PollerThread {
             .spawn(move || {
                 // Built here: --netns all keeps this thread's own namespaces.
                 let mut running = match sampler {
-                    Sampler::Own(p) => Sampling::Own(p),
+                    Sampler::Own(p) => {
+                        match crate::source::netns::own_inode(std::path::Path::new("/proc")) {
+                            Ok(inode) => Sampling::Own(p, inode),
+                            Err(e) => {
+                                let _ = ready_tx.send(Err(std::io::Error::other(e.to_string())));
+                                return;
+                            }
+                        }
+                    }
                     Sampler::All(cfg) => match Namespaces::new(cfg) {
                         Ok(n) => Sampling::All(Box::new(n)),
                         Err(e) => {
@@ -167,7 +202,7 @@ impl PollerThread {
                 };
                 let _ = ready_tx.send(Ok(()));
                 for reply in rx {
-                    let _ = reply.send(running.poll());
+                    let _ = reply.send(running.poll(&mut sources));
                 }
             })?;
         ready_rx
@@ -192,8 +227,12 @@ impl PollerThread {
 
     /// One poll, as a report.
     async fn report(&self) -> Report {
-        let (namespaces, netns) = self.poll().await;
-        Report { namespaces, netns }
+        let (namespaces, netns, parts) = self.poll().await;
+        Report {
+            namespaces,
+            netns,
+            parts,
+        }
     }
 }
 
@@ -228,8 +267,23 @@ impl PollLoop {
         interval: Duration,
         nginx_timeout: Duration,
     ) -> std::io::Result<PollLoop> {
+        PollLoop::with_events(sampler, Vec::new(), scrapers, interval, nginx_timeout)
+    }
+
+    /// [`PollLoop::new`], with event sources merged into every poll
+    /// (`crate::events`).
+    ///
+    /// # Errors
+    /// As [`PollLoop::new`].
+    pub fn with_events(
+        sampler: Sampler,
+        sources: Vec<Box<dyn EventSource>>,
+        scrapers: Vec<Scraper>,
+        interval: Duration,
+        nginx_timeout: Duration,
+    ) -> std::io::Result<PollLoop> {
         Ok(PollLoop {
-            poller: PollerThread::spawn(sampler)?,
+            poller: PollerThread::spawn(sampler, sources)?,
             scrapers,
             interval,
             nginx_timeout,

@@ -30,7 +30,7 @@ use crate::web::auth::{self, BasicAuth};
 use crate::web::stats::{Rejected, WebStats};
 
 /// Content type of the Prometheus text format 0.0.4.
-pub const TEXT_FORMAT: &str = "text/plain; version=0.0.4; charset=utf-8";
+pub(crate) const TEXT_FORMAT: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 #[derive(Clone)]
 struct AppState {
@@ -174,6 +174,7 @@ mod tests {
             crate::agent::Report {
                 namespaces: Vec::new(),
                 netns: None,
+                parts: Vec::new(),
             },
             Vec::new(),
         );

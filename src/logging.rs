@@ -8,7 +8,7 @@
 use tracing_subscriber::EnvFilter;
 
 /// The level names `--log.level` takes, alone or after `target=`.
-pub const LEVELS: [&str; 7] = ["off", "error", "warn", "warning", "info", "debug", "trace"];
+pub(crate) const LEVELS: [&str; 7] = ["off", "error", "warn", "warning", "info", "debug", "trace"];
 
 /// The level `word` names (case-insensitive), `warning` as `warn`.
 fn level(word: &str) -> Option<&'static str> {

@@ -34,12 +34,14 @@ pub struct Spec {
     pub labels: &'static [&'static str],
 }
 
-/// Declares `pub const NAME: Spec` items: `NAME = "metric_name", Gauge,
-/// ["label", …], "help";`.
+/// Declares `pub static NAME: Spec` items: `NAME = "metric_name", Gauge,
+/// ["label", …], "help";`. Static, not const: [`Families`] tells families
+/// apart by their spec's address, and a const is inlined at each use, so
+/// two uses of one need not share an address.
 #[macro_export]
 macro_rules! metric_specs {
     ($($(#[$doc:meta])* $id:ident = $name:literal, $kind:ident, [$($l:literal),*], $help:literal;)*) => {
-        $($(#[$doc])* pub const $id: $crate::metrics::Spec = $crate::metrics::Spec {
+        $($(#[$doc])* pub static $id: $crate::metrics::Spec = $crate::metrics::Spec {
             name: $name,
             help: $help,
             kind: $crate::metrics::Kind::$kind,
@@ -61,7 +63,7 @@ impl Families {
     }
 
     /// Runs `f` with `labels` put in front of every sample it pushes.
-    pub fn scoped<R>(
+    pub(crate) fn scoped<R>(
         &mut self,
         labels: &[(&'static str, String)],
         f: impl FnOnce(&mut Families) -> R,

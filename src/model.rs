@@ -27,6 +27,11 @@ impl Family {
             Family::Ipv6 => "ipv6",
         }
     }
+
+    /// Its index in [`Family::ALL`].
+    pub fn index(self) -> usize {
+        self as usize
+    }
 }
 
 /// TCP states as numbered in `include/net/tcp_states.h` (the `st` column of
@@ -70,7 +75,7 @@ impl TcpState {
     /// `TCP_NEW_SYN_RECV` (12), should a kernel ever report it, is a
     /// request socket: [`TcpState::SynRecv`]. `TCP_BOUND_INACTIVE` (13) is
     /// not a connection state: `None`.
-    pub fn from_kernel(n: u8) -> Option<TcpState> {
+    pub(crate) fn from_kernel(n: u8) -> Option<TcpState> {
         if n == 12 {
             return Some(TcpState::SynRecv);
         }
@@ -218,7 +223,7 @@ impl UnixType {
 
     /// From the kernel's `SOCK_STREAM` (1), `SOCK_DGRAM` (2),
     /// `SOCK_SEQPACKET` (5).
-    pub fn from_kernel(n: u32) -> Option<UnixType> {
+    pub(crate) fn from_kernel(n: u32) -> Option<UnixType> {
         match n {
             1 => Some(UnixType::Stream),
             2 => Some(UnixType::Dgram),
@@ -314,7 +319,7 @@ pub struct UnixSocket {
 /// True for 127.0.0.0/8, `::1` and v4-mapped loopback (`::ffff:127.x`):
 /// the addresses `tcp_twsk_unique()` treats as loopback when
 /// `tcp_tw_reuse` = 2.
-pub fn is_loopback(ip: &IpAddr) -> bool {
+pub(crate) fn is_loopback(ip: &IpAddr) -> bool {
     match ip {
         IpAddr::V4(v4) => v4.is_loopback(),
         IpAddr::V6(v6) => {

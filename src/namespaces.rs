@@ -21,10 +21,12 @@ use std::collections::BTreeMap;
 use std::fs::File;
 use std::os::fd::AsFd;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use crate::collector::census::{Candidate, SharedBudget};
 use crate::collector::netns::{NetnsInfo, NetnsStats};
-use crate::collector::{Sample, ephemeral_ports, listen_queue};
+use crate::collector::{Part, Sample, ephemeral_ports, listen_queue};
+use crate::events::{Events, NsEvents};
 use crate::model::TcpState;
 use crate::poller::{CensusChoice, Config, Poller};
 use crate::source::kernel::Kernel;
@@ -193,6 +195,18 @@ impl Namespaces {
     /// [`SharedBudget::plan`] chose it), and returns the reported ones
     /// (sorted by inode) with the discovery figures.
     pub fn poll(&mut self) -> (Vec<NamespaceSample>, NetnsStats) {
+        let (out, stats, _) = self.poll_with_events(&mut |_| Events::default());
+        (out, stats)
+    }
+
+    /// [`Namespaces::poll`], with the event sources' state: `collect` is
+    /// called once, after discovery, with every namespace found, and each
+    /// namespace's share goes to its poller. Returns the host-wide parts
+    /// of [`Events`] too.
+    pub fn poll_with_events(
+        &mut self,
+        collect: &mut dyn FnMut(&[u64]) -> Events,
+    ) -> (Vec<NamespaceSample>, NetnsStats, Vec<Arc<dyn Part>>) {
         let cpu0 = thread_cpu_time();
         let d = netns::discover(&self.cfg.procfs, &self.cfg.run_netns);
         for r in &d.errors {
@@ -201,6 +215,7 @@ impl Namespaces {
         log_discovery_errors(&d.errors);
         let live: std::collections::BTreeSet<u64> = d.found.iter().map(|f| f.inode).collect();
         self.entries.retain(|inode, _| live.contains(inode));
+        let mut events = collect(&live.iter().copied().collect::<Vec<_>>());
 
         let now = std::time::Instant::now();
         let ratio = self.cfg.poller.census.cpu_budget_ratio;
@@ -251,7 +266,8 @@ impl Namespaces {
                 CensusChoice::Skip
             };
             let paid = self.entries.contains_key(&f.inode);
-            match self.poll_one(f, choice) {
+            let ns_events = events.namespaces.remove(&f.inode).unwrap_or_default();
+            match self.poll_one(f, choice, &ns_events) {
                 Ok(s) => {
                     if s.sample.census.fresh && paid {
                         actual +=
@@ -299,13 +315,18 @@ impl Namespaces {
             over_limit,
             errors_total: NetnsStats::errors(&self.errors_total),
         };
-        (out, stats)
+        (out, stats, events.host)
     }
 
     /// Enters `f` and polls it there; what the namespace is comes from
     /// the entry unless it is new or its lowest pid changed (then the UTS
     /// namespace is entered too, for the hostname).
-    fn poll_one(&mut self, f: Found, choice: CensusChoice) -> Result<NamespaceSample, SourceError> {
+    fn poll_one(
+        &mut self,
+        f: Found,
+        choice: CensusChoice,
+        events: &NsEvents,
+    ) -> Result<NamespaceSample, SourceError> {
         use rustix::thread::LinkNameSpaceType as T;
         let procfs = self.cfg.procfs.clone();
         let name = f.name.clone().unwrap_or_default();
@@ -387,7 +408,7 @@ impl Namespaces {
                 agent: f.inode == self.home_inode,
             }
         });
-        let sample = entry.poller.poll_with(choice);
+        let sample = entry.poller.poll_with(choice, events);
         entry.info = Some(info.clone());
         entry.sockets_now = tcp_sockets(&sample);
         if sample.census.fresh {

@@ -18,27 +18,15 @@ use crate::collector::health::{Health, SourceStatus};
 use crate::collector::listen_queue::{self, ListenerTotals, PortSet, TcpListeners, UnixListeners};
 use crate::collector::tcp_states::TcpStates;
 use crate::collector::unix_states::UnixStates;
+use crate::events::NsEvents;
 use crate::model::{Family, TcpSocket, TcpState, UnixSocket};
+use crate::source::chain::{Read, TcpChain, TcpObserver, TcpReader, UnixChain, UnixObserver};
 use crate::source::counters::Netstat;
 use crate::source::kernel::Kernel;
-use crate::source::sock_diag::{
-    EXT_SKMEMINFO, TCP_ALL_STATES, TCP_LISTEN_ONLY, TCPF_BOUND_INACTIVE, UNIX_ALL_STATES,
-    UNIX_LISTEN_ONLY,
-};
 use crate::source::sysctl::Sysctls;
 use crate::source::{ReadStats, SourceError, SourceId};
 
-/// Where socket tables are read from (`--source`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum SourceMode {
-    /// sock_diag netlink, falling back per family to procfs on failure.
-    Auto,
-    /// sock_diag netlink only.
-    Netlink,
-    /// `/proc/net/{tcp,tcp6,unix}` only.
-    Procfs,
-}
+pub use crate::source::chain::SourceMode;
 
 /// Poller settings.
 #[derive(Debug, Clone)]
@@ -60,6 +48,27 @@ pub struct Config {
     /// namespace every second was a fifth of the agent's CPU. Its
     /// counters are cumulative, so only their freshness changes.
     pub netstat_with_census: bool,
+}
+
+/// The fallback chains of one poller, built once from its [`Config`].
+#[derive(Debug)]
+struct Chains {
+    tcp: TcpChain,
+    tcp_listeners: TcpChain,
+    unix: UnixChain,
+    unix_listeners: UnixChain,
+}
+
+impl Chains {
+    fn new(cfg: &Config) -> Chains {
+        let census = Read::Census { bound: false };
+        Chains {
+            tcp: TcpChain::new(cfg.source, cfg.inet_diag_any_family, census),
+            tcp_listeners: TcpChain::new(cfg.source, cfg.inet_diag_any_family, Read::Listeners),
+            unix: UnixChain::new(cfg.source, census),
+            unix_listeners: UnixChain::new(cfg.source, Read::Listeners),
+        }
+    }
 }
 
 /// The latest census, carried between polls.
@@ -114,29 +123,47 @@ impl BoundOnly {
     }
 }
 
-/// TCP analyses of one family (or of all, once merged).
+/// The census's TCP analyses of one read (or of all, once merged). The
+/// order they must see records in: the listeners first, so that
+/// accepted connections and listening ports are known when the rest
+/// arrive (`crate::source::chain`).
 #[derive(Debug, Default)]
 struct TcpCensus {
     states: TcpStates,
     listeners: TcpListeners,
     ports: EphemeralPorts,
+    model: Option<PortModel>,
+    /// Bound-only sockets not read this census: the latest read's count
+    /// per family, added to `close` of each family netlink delivers.
+    carried_bound: Option<[u64; 2]>,
 }
 
 impl TcpCensus {
     /// Empty, counting TIME_WAIT sockets younger than `new_within_ms` as
     /// entries since the previous census.
-    fn new(new_within_ms: u32) -> TcpCensus {
+    fn new(new_within_ms: u32, model: Option<PortModel>) -> TcpCensus {
         TcpCensus {
             ports: EphemeralPorts::new(new_within_ms),
+            model,
             ..TcpCensus::default()
         }
     }
+}
 
-    fn observe(&mut self, model: Option<&PortModel>, s: &TcpSocket) {
+impl TcpObserver for TcpCensus {
+    fn observe(&mut self, s: &TcpSocket) {
         self.states.observe(s);
         self.listeners.observe(s);
-        if let Some(m) = model {
+        if let Some(m) = &self.model {
             self.ports.observe(m, &self.listeners.ports, s);
+        }
+    }
+
+    fn family_read(&mut self, family: Family, reader: TcpReader) {
+        self.states.read(family);
+        if let (Some(n), true) = (self.carried_bound, reader.netlink()) {
+            self.states
+                .add_read(family, TcpState::Close, n[family.index()]);
         }
     }
 
@@ -147,24 +174,35 @@ impl TcpCensus {
     }
 }
 
-fn inet_diag_id(f: Family) -> SourceId {
-    match f {
-        Family::Ipv4 => SourceId::InetDiagIpv4,
-        Family::Ipv6 => SourceId::InetDiagIpv6,
+impl TcpObserver for TcpListeners {
+    fn observe(&mut self, s: &TcpSocket) {
+        TcpListeners::observe(self, s);
+    }
+
+    fn family_read(&mut self, _: Family, _: TcpReader) {}
+
+    fn merge(&mut self, o: TcpListeners) {
+        TcpListeners::merge(self, o);
     }
 }
 
-fn inet_diag_listen_id(f: Family) -> SourceId {
-    match f {
-        Family::Ipv4 => SourceId::InetDiagIpv4Listen,
-        Family::Ipv6 => SourceId::InetDiagIpv6Listen,
+impl UnixObserver for UnixListeners {
+    fn observe(&mut self, s: &UnixSocket) {
+        UnixListeners::observe(self, s);
     }
 }
 
-fn proc_net_tcp_id(f: Family) -> SourceId {
-    match f {
-        Family::Ipv4 => SourceId::ProcNetTcp,
-        Family::Ipv6 => SourceId::ProcNetTcp6,
+/// The census's UNIX analyses.
+#[derive(Debug, Default)]
+struct UnixCensus {
+    states: UnixStates,
+    listeners: UnixListeners,
+}
+
+impl UnixObserver for UnixCensus {
+    fn observe(&mut self, s: &UnixSocket) {
+        self.states.observe(s);
+        self.listeners.observe(s);
     }
 }
 
@@ -172,6 +210,7 @@ fn proc_net_tcp_id(f: Family) -> SourceId {
 /// their health, the full-queue time, the latest census).
 pub struct Poller {
     cfg: Config,
+    chains: Chains,
     kernel: Kernel,
     health: Health,
     listener_totals: ListenerTotals,
@@ -179,40 +218,51 @@ pub struct Poller {
     bound: BoundOnly,
     last_poll: Option<Instant>,
     census: Option<Census>,
-    /// The latest sysctl read: when, what, its status.
-    sysctls: Option<Carried<Sysctls>>,
-    /// The latest `/proc/net/netstat` read, when carried between polls
-    /// ([`Config::netstat_with_census`]).
-    netstat: Option<Carried<Netstat>>,
+    sysctls: Carried<Sysctls>,
+    /// Carried between polls when [`Config::netstat_with_census`].
+    netstat: Carried<Netstat>,
 }
 
-/// A read kept between polls: when, what, its status.
-type Carried<T> = (Instant, Option<T>, SourceStatus);
-
-/// True when `c` must be read again at `now`: never read, failed, or
-/// older than `max_age`.
-fn stale<T>(c: &Option<Carried<T>>, now: Instant, max_age: Duration) -> bool {
-    c.as_ref()
-        .is_none_or(|(at, v, _)| v.is_none() || now.saturating_duration_since(*at) >= max_age)
+/// A read kept between polls: when it was taken, what it gave (`None`:
+/// it failed), its status.
+#[derive(Debug)]
+struct Carried<T> {
+    latest: Option<(Instant, Option<T>, SourceStatus)>,
 }
 
-/// Reads `id` into `slot` through `health` when `due` or when what `slot`
-/// holds is [`stale`] at `now` for `max_age`, else keeps it; returns the
-/// value and its status either way.
-fn refresh<T: Clone>(
-    slot: &mut Option<Carried<T>>,
-    due: bool,
-    (now, max_age): (Instant, Duration),
-    health: &mut Health,
-    id: SourceId,
-    read: impl FnOnce() -> Result<(T, ReadStats), SourceError>,
-) -> (Option<T>, SourceStatus) {
-    if due || stale(slot, now, max_age) {
-        let (v, st) = health.execute(id, read);
-        *slot = Some((now, v, st));
+impl<T> Default for Carried<T> {
+    fn default() -> Self {
+        Carried { latest: None }
     }
-    let (_, v, st) = slot.clone().expect("read above or carried");
-    (v, st)
+}
+
+impl<T: Clone> Carried<T> {
+    /// True when it must be read again at `now`: never read, failed, or
+    /// older than `max_age`.
+    fn stale(&self, now: Instant, max_age: Duration) -> bool {
+        self.latest
+            .as_ref()
+            .is_none_or(|(at, v, _)| v.is_none() || now.saturating_duration_since(*at) >= max_age)
+    }
+
+    /// Reads `id` through `health` when `due` or [`Carried::stale`] at
+    /// `now` for `max_age`, else keeps the latest; returns the value and
+    /// its status either way.
+    fn refresh(
+        &mut self,
+        due: bool,
+        (now, max_age): (Instant, Duration),
+        health: &mut Health,
+        id: SourceId,
+        read: impl FnOnce() -> Result<(T, ReadStats), SourceError>,
+    ) -> (Option<T>, SourceStatus) {
+        if due || self.stale(now, max_age) {
+            let (v, st) = health.execute(id, read);
+            self.latest = Some((now, v, st));
+        }
+        let (_, v, st) = self.latest.clone().expect("read above or carried");
+        (v, st)
+    }
 }
 
 /// Who decides whether a poll runs the census ([`Poller::poll_with`]).
@@ -236,6 +286,7 @@ fn now_unix() -> f64 {
 impl Poller {
     pub fn new(cfg: Config, kernel: Kernel) -> Poller {
         Poller {
+            chains: Chains::new(&cfg),
             cfg,
             kernel,
             health: Health::default(),
@@ -244,8 +295,8 @@ impl Poller {
             bound: BoundOnly::default(),
             last_poll: None,
             census: None,
-            sysctls: None,
-            netstat: None,
+            sysctls: Carried::default(),
+            netstat: Carried::default(),
         }
     }
 
@@ -260,25 +311,26 @@ impl Poller {
     /// are those of the latest census, which the sample says in
     /// [`Sample::census`].
     pub fn poll(&mut self) -> Sample {
-        self.poll_with(CensusChoice::Policy)
+        self.poll_with(CensusChoice::Policy, &NsEvents::default())
     }
 
     /// True when the next poll must run the census whatever the schedule:
     /// none yet, or the latest did not come whole from netlink (procfs
     /// cannot dump the listeners alone).
-    pub fn census_required(&self) -> bool {
+    pub(crate) fn census_required(&self) -> bool {
         self.census.as_ref().is_none_or(|c| !c.netlink)
     }
 
     /// Start and duration of the latest census, if any.
-    pub fn last_census(&self) -> Option<(Instant, Duration)> {
+    pub(crate) fn last_census(&self) -> Option<(Instant, Duration)> {
         self.census
             .as_ref()
             .map(|c| (c.started, Duration::from_secs_f64(c.info.duration_seconds)))
     }
 
-    /// [`Poller::poll`], with the census run or skipped as `choice` says.
-    pub fn poll_with(&mut self, choice: CensusChoice) -> Sample {
+    /// [`Poller::poll`], with the census run or skipped as `choice` says,
+    /// and the event sources' share of this namespace merged in.
+    pub(crate) fn poll_with(&mut self, choice: CensusChoice, events: &NsEvents) -> Sample {
         let started = Instant::now();
         let timestamp = now_unix();
         let due = match choice {
@@ -289,8 +341,7 @@ impl Poller {
 
         let mut sources = Vec::new();
         let max_age = self.cfg.census.max_interval;
-        let (sysctls, st) = refresh(
-            &mut self.sysctls,
+        let (sysctls, st) = self.sysctls.refresh(
             due,
             (started, max_age),
             &mut self.health,
@@ -307,6 +358,8 @@ impl Poller {
         };
         let fresh = tick.is_none();
         if fresh {
+            self.pool_entries
+                .set_exact(events.time_wait_entries.as_ref(), started);
             let c = self.census(sysctls.as_ref(), started, timestamp);
             self.census = Some(c);
         }
@@ -318,8 +371,7 @@ impl Poller {
         sources.extend(census.sources.iter().cloned());
         sources.extend(tick_sources);
 
-        let (netstat, st) = refresh(
-            &mut self.netstat,
+        let (netstat, st) = self.netstat.refresh(
             !self.cfg.netstat_with_census || fresh,
             (started, max_age),
             &mut self.health,
@@ -364,6 +416,7 @@ impl Poller {
             netstat,
             sockstat,
             sources,
+            parts: events.parts.clone(),
         }
     }
 
@@ -389,59 +442,31 @@ impl Poller {
         &mut self,
         sources: &mut Vec<SourceStatus>,
     ) -> Option<(TcpListeners, UnixListeners)> {
-        let mut tcp = TcpListeners::default();
-        let mut families = &Family::ALL[..];
-        if self.cfg.source != SourceMode::Procfs
-            && self.cfg.inet_diag_any_family
-            && self.kernel.any_family()
-        {
-            let (l, st) = self.health.execute(SourceId::InetDiagListen, || {
-                let mut l = TcpListeners::default();
-                let stats =
-                    self.kernel
-                        .inet_diag(None, TCP_LISTEN_ONLY, EXT_SKMEMINFO, &mut |s| l.observe(&s))?;
-                Ok((l, stats))
-            });
-            sources.push(st);
-            if let Some(l) = l {
-                tcp = l;
-                families = &[];
-            }
+        let tcp = self.chains.tcp_listeners.read(
+            &mut self.kernel,
+            &mut self.health,
+            sources,
+            &TcpListeners::default,
+        );
+        if !tcp.whole() {
+            return None;
         }
-        for &family in families {
-            let (l, st) = self.health.execute(inet_diag_listen_id(family), || {
-                let mut l = TcpListeners::default();
-                let stats = self.kernel.inet_diag(
-                    Some(family),
-                    TCP_LISTEN_ONLY,
-                    EXT_SKMEMINFO,
-                    &mut |s| l.observe(&s),
-                )?;
-                Ok((l, stats))
-            });
-            sources.push(st);
-            tcp.merge(l?);
-        }
-        let (unix, st) = self.health.execute(SourceId::UnixDiagListen, || {
-            let mut l = UnixListeners::default();
-            let stats = self
-                .kernel
-                .unix_diag(UNIX_LISTEN_ONLY, &mut |s| l.observe(&s))?;
-            Ok((l, stats))
-        });
-        sources.push(st);
-        Some((tcp, unix?))
+        let (unix, _) = self.chains.unix_listeners.read(
+            &mut self.kernel,
+            &mut self.health,
+            sources,
+            &UnixListeners::default,
+        )?;
+        Some((tcp.observer, unix))
     }
 
     /// Reads every socket: TCP per family (netlink, else procfs), UNIX
     /// (likewise), and classifies them.
     fn census(&mut self, sysctls: Option<&Sysctls>, started: Instant, timestamp: f64) -> Census {
         let t0 = Instant::now();
-        let mode = self.cfg.source;
         let model = sysctls.map(PortModel::new);
         let model = model.as_ref();
         let mut sources = Vec::new();
-        let mut netlink = true;
         let previous = self.census.as_ref();
         let read_bound = self.bound.due(
             started,
@@ -457,98 +482,36 @@ impl Poller {
             u32::try_from(started.saturating_duration_since(c.started).as_millis())
                 .unwrap_or(u32::MAX)
         });
+        // Bound-only sockets: read now, or carried from the latest read.
+        let bound = &self.bound;
         let fresh = || {
-            let mut c = TcpCensus::new(new_within_ms);
+            let mut c = TcpCensus::new(new_within_ms, model.cloned());
             if !read_bound {
-                c.listeners.ports.union(&self.bound.ports);
+                c.listeners.ports.union(&bound.ports);
+                c.carried_bound = Some(bound.sockets);
             }
             c
         };
-        // Bound-only sockets: read now, or carried from the latest read.
-        let bound = if read_bound {
-            Bound::Read
-        } else {
-            Bound::Carried(self.bound.sockets)
-        };
 
-        let mut tcp = fresh();
-        let mut families = &Family::ALL[..];
-        if mode != SourceMode::Procfs && self.cfg.inet_diag_any_family && self.kernel.any_family() {
-            let (both, st) = self.health.execute(SourceId::InetDiag, || {
-                tcp_dump(&mut self.kernel, None, model, bound, fresh())
-            });
-            sources.push(st);
-            if let Some(mut c) = both {
-                for f in Family::ALL {
-                    c.states.read(f);
-                }
-                tcp = c;
-                families = &[];
-            }
-        }
-        for &family in families {
-            let mut got = None;
-            if mode != SourceMode::Procfs {
-                let (c, st) = self.health.execute(inet_diag_id(family), || {
-                    tcp_dump(&mut self.kernel, Some(family), model, bound, fresh())
-                });
-                sources.push(st);
-                got = c;
-            }
-            if got.is_none() && mode != SourceMode::Netlink {
-                netlink = false;
-                let (c, st) = self.health.execute(proc_net_tcp_id(family), || {
-                    let mut c = fresh();
-                    let stats = self
-                        .kernel
-                        .proc_net_tcp(family, &mut |s| c.observe(model, &s))?;
-                    Ok((c, stats))
-                });
-                sources.push(st);
-                got = c;
-            }
-            match got {
-                Some(mut c) => {
-                    c.states.read(family);
-                    tcp.merge(c);
-                }
-                None => netlink = false,
-            }
-        }
+        let tcp = self.chains.tcp.with_bound(read_bound).read(
+            &mut self.kernel,
+            &mut self.health,
+            &mut sources,
+            &fresh,
+        );
+        let netlink_tcp = tcp.netlink;
+        let tcp = tcp.observer;
 
         // unix_diag, else (or with --source procfs) /proc/net/unix.
-        let mut unix = None;
-        for id in [SourceId::UnixDiag, SourceId::ProcNetUnix] {
-            let netlink_source = id == SourceId::UnixDiag;
-            let allowed = match mode {
-                SourceMode::Auto => true,
-                SourceMode::Netlink => netlink_source,
-                SourceMode::Procfs => !netlink_source,
-            };
-            if unix.is_some() || !allowed {
-                continue;
-            }
-            let (u, st) = self.health.execute(id, || {
-                let mut c = (UnixStates::default(), UnixListeners::default());
-                let mut visit = |s: UnixSocket| {
-                    c.0.observe(&s);
-                    c.1.observe(&s);
-                };
-                let stats = if netlink_source {
-                    self.kernel.unix_diag(UNIX_ALL_STATES, &mut visit)?
-                } else {
-                    self.kernel.proc_net_unix(&mut visit)?
-                };
-                Ok((c, stats))
-            });
-            sources.push(st);
-            unix = u.map(|c| (netlink_source, c));
-        }
-        if !matches!(unix, Some((true, _))) {
-            netlink = false;
-        }
+        let unix = self.chains.unix.read(
+            &mut self.kernel,
+            &mut self.health,
+            &mut sources,
+            &UnixCensus::default,
+        );
+        let netlink = netlink_tcp && matches!(unix, Some((_, true)));
         let (unix_states, unix_listeners) = match unix {
-            Some((_, (s, l))) => (Some(s), l),
+            Some((u, _)) => (Some(u.states), u.listeners),
             None => (None, UnixListeners::default()),
         };
 
@@ -588,46 +551,6 @@ impl Poller {
             sources,
         }
     }
-}
-
-/// The census's inet_diag read of `family` (`None`: both in one walk)
-/// into `c`: listeners first (with their `sk_drops`), so that accepted
-/// connections and listening ports are known when the rest arrive; then
-/// every other state, and bound-only sockets when `bound` is
-/// `TCPF_BOUND_INACTIVE` (the kernel walks them before the established
-/// hash).
-fn tcp_dump(
-    kernel: &mut Kernel,
-    family: Option<Family>,
-    model: Option<&PortModel>,
-    bound: Bound,
-    mut c: TcpCensus,
-) -> Result<(TcpCensus, ReadStats), SourceError> {
-    let mut visit = |s: TcpSocket| c.observe(model, &s);
-    let mut stats = kernel.inet_diag(family, TCP_LISTEN_ONLY, EXT_SKMEMINFO, &mut visit)?;
-    let mut rest = TCP_ALL_STATES & !TCP_LISTEN_ONLY;
-    if bound == Bound::Read {
-        rest |= TCPF_BOUND_INACTIVE;
-    }
-    stats.add(kernel.inet_diag(family, rest, 0, &mut visit)?);
-    if let Bound::Carried(n) = bound {
-        for (i, f) in Family::ALL.into_iter().enumerate() {
-            if family.is_none_or(|only| only == f) {
-                c.states.read(f);
-                c.states.add_read(f, TcpState::Close, n[i]);
-            }
-        }
-    }
-    Ok((c, stats))
-}
-
-/// Whether a census reads bound-only sockets ([`BoundOnly`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Bound {
-    /// Ask inet_diag for them (`TCPF_BOUND_INACTIVE`).
-    Read,
-    /// Do not; count the latest read's, per family, in the `close` state.
-    Carried([u64; 2]),
 }
 
 #[cfg(test)]

@@ -60,7 +60,8 @@ impl<K: Hash + Eq, const N: usize> OtherCounters<K, N> {
     }
 
     /// The aggregate's totals as of the latest [`OtherCounters::fold`].
-    pub fn totals(&self) -> [f64; N] {
+    #[cfg(test)]
+    pub(crate) fn totals(&self) -> [f64; N] {
         self.other
     }
 

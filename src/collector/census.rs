@@ -115,7 +115,7 @@ impl SharedBudget {
     /// same budget first, up to half of what the poll credits, so that
     /// the agent's whole sampling stays within the ratio while the
     /// censuses keep at least half of it.
-    pub fn plan(
+    pub(crate) fn plan(
         &mut self,
         now: std::time::Instant,
         ratio: f64,
@@ -164,7 +164,7 @@ impl SharedBudget {
 
     /// The share of a CPU the censuses got at the latest plan: the ratio
     /// less the overhead it paid (`ratio` before the second plan).
-    pub fn census_ratio(&self, ratio: f64) -> f64 {
+    pub(crate) fn census_ratio(&self, ratio: f64) -> f64 {
         self.census_ratio.unwrap_or(ratio)
     }
 

@@ -86,20 +86,20 @@ crate::metric_specs! {
 }
 
 /// `TCP_TIMEWAIT_LEN` (include/net/tcp.h): 60 s.
-pub const TIME_WAIT_MS: u32 = 60_000;
+pub(crate) const TIME_WAIT_MS: u32 = 60_000;
 /// TIME_WAIT reuse delay before `tcp_tw_reuse_delay` existed (one second).
-pub const DEFAULT_TW_REUSE_DELAY_MS: u32 = 1_000;
+pub(crate) const DEFAULT_TW_REUSE_DELAY_MS: u32 = 1_000;
 /// Seconds of TIME_WAIT history the churn rate of [`exhaustion_seconds`]
 /// is estimated over: the TIME_WAIT sockets at most this old, divided by
 /// this (or by the age of the pool's oldest TIME_WAIT socket, when the pool
 /// has none older: its churn started within the window).
-pub const RATE_WINDOW_SECONDS: u32 = 10;
+pub(crate) const RATE_WINDOW_SECONDS: u32 = 10;
 /// A pool at or under this share of the limit, or forecast to run out
 /// within [`NEAR_EXHAUSTION_SECONDS`], is near exhaustion: the census
 /// then reads bound-only sockets every time ([`EphemeralReport::near_exhaustion`]).
-pub const NEAR_EXHAUSTION_RATIO: f64 = 0.10;
+pub(crate) const NEAR_EXHAUSTION_RATIO: f64 = 0.10;
 /// See [`NEAR_EXHAUSTION_RATIO`].
-pub const NEAR_EXHAUSTION_SECONDS: f64 = 120.0;
+pub(crate) const NEAR_EXHAUSTION_SECONDS: f64 = 120.0;
 /// Buckets of [`TimeWaitTimers`]: whole seconds left, 0..=59.
 const TIMER_BUCKETS: usize = 60;
 
@@ -225,7 +225,7 @@ impl PoolState {
 /// [`RATE_WINDOW_SECONDS`] (age = 60 s − time left) per second of that
 /// window, or of the pool's own history when its oldest TIME_WAIT socket is
 /// younger (its churn began within the window). Per second.
-pub fn time_wait_rate(timers: &[u16; TIMER_BUCKETS]) -> f64 {
+pub(crate) fn time_wait_rate(timers: &[u16; TIMER_BUCKETS]) -> f64 {
     // Bucket n (n..n+1 s left) holds sockets aged (59 - n, 60 - n] s.
     let age_bucket = |n: usize| TIMER_BUCKETS - 1 - n;
     let Some(oldest) = (0..TIMER_BUCKETS)
@@ -256,17 +256,20 @@ pub fn time_wait_rate(timers: &[u16; TIMER_BUCKETS]) -> f64 {
 /// The available ports at t ≤ hold are `available + freed(t) − rate × t`;
 /// after `hold` new ports come back as fast as they are taken, so if that
 /// has not reached 0 by then it never does.
-pub fn exhaustion_seconds(
+/// `rate`: the pool's entries into TIME_WAIT per second, from its timers
+/// ([`time_wait_rate`]) or counted as they happen by an event source
+/// ([`PoolEntries::set_exact`]).
+pub(crate) fn exhaustion_seconds(
     model: &PortModel,
     key: &PoolKey,
     timers: Option<&[u16; TIMER_BUCKETS]>,
     available: u64,
+    rate: f64,
 ) -> Option<f64> {
     if available == 0 {
         return Some(0.0);
     }
     let timers = timers?;
-    let rate = time_wait_rate(timers);
     if rate <= 0.0 {
         return None;
     }
@@ -453,22 +456,71 @@ pub struct EphemeralReport {
 }
 
 /// Label value of the aggregate row.
-pub const OTHER: &str = "other";
+pub(crate) const OTHER: &str = "other";
 
 /// Entries into TIME_WAIT per pool across censuses: each census adds the
 /// pool's TIME_WAIT sockets younger than the time since the previous one.
 /// A pool absent from a census (no socket left) is forgotten: its counter
 /// restarts at 0 if it comes back. Memory grows with the pools, not the
 /// sockets.
+///
+/// When an event source counts the entries as they happen
+/// ([`PoolEntries::set_exact`]), its counts replace the inference, and
+/// the forecast's rate is their growth over the last
+/// [`RATE_WINDOW_SECONDS`] of censuses.
 #[derive(Debug, Default)]
 pub struct PoolEntries {
     totals: FoldHashMap<PoolKey, u64>,
     /// The `destination="other"` row's counter
     /// (`--ephemeral.top-destinations` applied by [`report`]).
     other: OtherCounters<(String, String), 1>,
+    /// The event source's counts for the next [`report`], if any.
+    exact: Option<FoldHashMap<PoolKey, u64>>,
+    /// Per pool, the exact counts at each census of the last
+    /// [`RATE_WINDOW_SECONDS`] (oldest first), and when.
+    history: FoldHashMap<PoolKey, std::collections::VecDeque<(std::time::Instant, u64)>>,
 }
 
 impl PoolEntries {
+    /// Entries into TIME_WAIT per pool as counted by an event source
+    /// (cumulative), at `now` (the census about to run); `None`: no event
+    /// source, infer them. Pools the source does not list have none.
+    pub(crate) fn set_exact(
+        &mut self,
+        counts: Option<&std::collections::HashMap<PoolKey, u64>>,
+        now: std::time::Instant,
+    ) {
+        let Some(counts) = counts else {
+            self.exact = None;
+            self.history.clear();
+            return;
+        };
+        let window = std::time::Duration::from_secs(RATE_WINDOW_SECONDS.into());
+        self.history.retain(|k, _| counts.contains_key(k));
+        for (k, &n) in counts {
+            let h = self.history.entry(*k).or_default();
+            h.push_back((now, n));
+            while h
+                .front()
+                .is_some_and(|(t, _)| now.saturating_duration_since(*t) > window)
+            {
+                h.pop_front();
+            }
+        }
+        self.exact = Some(counts.iter().map(|(k, v)| (*k, *v)).collect());
+    }
+
+    /// The pool's entries per second over the censuses of the last
+    /// [`RATE_WINDOW_SECONDS`] from the exact counts; `None` without them,
+    /// or with fewer than two censuses of the pool in the window.
+    fn exact_rate(&self, key: &PoolKey) -> Option<f64> {
+        self.exact.as_ref()?;
+        let h = self.history.get(key)?;
+        let ((t0, n0), (t1, n1)) = (h.front()?, h.back()?);
+        let span = t1.saturating_duration_since(*t0).as_secs_f64();
+        (span > 0.0).then(|| n1.saturating_sub(*n0) as f64 / span)
+    }
+
     /// Pools remembered.
     pub fn len(&self) -> usize {
         self.totals.len()
@@ -510,9 +562,15 @@ pub fn report(
         .iter()
         .map(|(k, st)| {
             let available = base.saturating_sub(st.counts.blocking());
-            let total = entries.totals.get(k).copied().unwrap_or(0) + st.entered;
+            let total = match &entries.exact {
+                Some(x) => x.get(k).copied().unwrap_or(0),
+                None => entries.totals.get(k).copied().unwrap_or(0) + st.entered,
+            };
             totals.insert(*k, total);
             let timers = st.timers.as_deref();
+            let rate = entries
+                .exact_rate(k)
+                .unwrap_or_else(|| timers.map_or(0.0, time_wait_rate));
             Pool {
                 local_ip: k.local_ip.to_string(),
                 destination: k.destination.to_string(),
@@ -520,8 +578,8 @@ pub fn report(
                 available,
                 usage_ratio: ratio(available),
                 time_wait_entries_total: total,
-                time_wait_rate_per_second: timers.map_or(0.0, time_wait_rate),
-                exhaustion_seconds: exhaustion_seconds(model, k, timers, available),
+                time_wait_rate_per_second: rate,
+                exhaustion_seconds: exhaustion_seconds(model, k, timers, available, rate),
             }
         })
         .collect();
@@ -597,7 +655,7 @@ fn cap(
 /// a namespace no longer in `reports` is forgotten). The reports come
 /// uncapped (each namespace's poller with no cap of its own). At most
 /// `top` + namespaces rows remain.
-pub fn cap_across(
+pub(crate) fn cap_across(
     reports: &mut [(u64, &mut EphemeralReport)],
     top: usize,
     caps: &mut std::collections::HashMap<u64, OtherCounters<(String, String), 1>>,
@@ -634,7 +692,7 @@ fn usage_ratio(limit: u64, available: u64) -> f64 {
 impl EphemeralReport {
     /// True when a pool is at or under [`NEAR_EXHAUSTION_RATIO`] of the
     /// limit or forecast to run out within [`NEAR_EXHAUSTION_SECONDS`].
-    pub fn near_exhaustion(&self) -> bool {
+    pub(crate) fn near_exhaustion(&self) -> bool {
         self.pools.iter().any(|p| {
             (p.available as f64) <= self.limit as f64 * NEAR_EXHAUSTION_RATIO
                 || p.exhaustion_seconds
@@ -644,7 +702,7 @@ impl EphemeralReport {
 
     /// The forecasts `age` after the census they were made at: each
     /// finite one less `age`, at least 0.
-    pub fn age_forecasts(&mut self, age: std::time::Duration) {
+    pub(crate) fn age_forecasts(&mut self, age: std::time::Duration) {
         for p in &mut self.pools {
             if let Some(s) = &mut p.exhaustion_seconds {
                 *s = (*s - age.as_secs_f64()).max(0.0);

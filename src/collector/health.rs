@@ -64,7 +64,7 @@ impl Health {
     /// logs a warning when the source goes down or starts skipping
     /// malformed records (and an info line when it recovers). Returns the
     /// value when the read succeeded, and the source's status.
-    pub fn execute<T>(
+    pub(crate) fn execute<T>(
         &mut self,
         source: SourceId,
         read: impl FnOnce() -> Result<(T, ReadStats), SourceError>,

@@ -183,13 +183,13 @@ impl PortSet {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
-    pub fn union(&mut self, other: &PortSet) {
+    pub(crate) fn union(&mut self, other: &PortSet) {
         for (a, b) in self.0.iter_mut().zip(other.0.iter()) {
             *a |= b;
         }
     }
     /// Ports in `lo..=hi` that are set.
-    pub fn count_in(&self, lo: u16, hi: u16) -> u64 {
+    pub(crate) fn count_in(&self, lo: u16, hi: u16) -> u64 {
         (lo..=hi).filter(|&p| self.contains(p)).count() as u64
     }
 }
@@ -277,7 +277,7 @@ impl TcpListeners {
     /// accepted-connection count (A) from `census`, the latest full dump,
     /// since only a full dump lists the ESTABLISHED sockets A is counted
     /// from. A listener the census did not see gets 0.
-    pub fn carry_connections(&mut self, census: &TcpListeners) {
+    pub(crate) fn carry_connections(&mut self, census: &TcpListeners) {
         for (addr, e) in &mut self.entries {
             e.connected = Some(census.entries.get(addr).map_or(0, TcpEntry::accepted));
         }
@@ -346,7 +346,7 @@ impl UnixListeners {
     /// For listeners sampled by a listener-only dump: takes the counts
     /// only a full dump has (accepted connections; `SS_CONNECTING` embryos,
     /// the queue length when `UNIX_DIAG_RQLEN` is missing) from `census`.
-    pub fn carry_connections(&mut self, census: &UnixListeners) {
+    pub(crate) fn carry_connections(&mut self, census: &UnixListeners) {
         for (name, e) in &mut self.names {
             let c = census.names.get(name);
             e.connected = c.map_or(0, |c| c.connected);
@@ -412,7 +412,7 @@ impl Listener {
 /// How long a listener that dropped a connection ranks first for the
 /// cap, whatever its queue fill (a listener drops with an empty queue
 /// between bursts).
-pub const RECENT_DROPS: Duration = Duration::from_secs(300);
+pub(crate) const RECENT_DROPS: Duration = Duration::from_secs(300);
 
 /// The order of the `--listen.max-listeners` cap: listeners that dropped
 /// within [`RECENT_DROPS`] first, then by queue fill (length/limit;
@@ -492,7 +492,7 @@ impl ListenerCap {
 /// polls; a namespace no longer in `tables` is forgotten). The tables come
 /// uncapped (each namespace's poller with no cap of its own). At most
 /// `max` + 2 × namespaces rows remain.
-pub fn cap_across(
+pub(crate) fn cap_across(
     tables: &mut [(u64, &mut Vec<ListenerSample>)],
     max: usize,
     caps: &mut HashMap<u64, ListenerCap>,
@@ -559,7 +559,7 @@ pub struct ListenerTotals {
 impl ListenerTotals {
     /// Accumulates the poll at `now` over every listener (before any cap)
     /// and returns the rows with their counters.
-    pub fn accumulate(&mut self, rows: Vec<Listener>, now: Instant) -> Vec<ListenerSample> {
+    pub(crate) fn accumulate(&mut self, rows: Vec<Listener>, now: Instant) -> Vec<ListenerSample> {
         let elapsed = self
             .last
             .map_or(Duration::ZERO, |t| now.saturating_duration_since(t))

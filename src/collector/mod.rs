@@ -15,6 +15,8 @@ pub mod sysctls;
 pub mod tcp_states;
 pub mod unix_states;
 
+use std::sync::Arc;
+
 use crate::metrics::Families;
 use crate::source::counters::{Netstat, Sockstat};
 use crate::source::sysctl::Sysctls;
@@ -25,10 +27,18 @@ use listen_queue::ListenerSample;
 use tcp_states::TcpStates;
 use unix_states::UnixStates;
 
+/// Figures that encode their own families: an event source's share of a
+/// namespace (`crate::events`), or its own health. Shared (`Arc`) between
+/// the sample that carries them and the scrapes that encode it.
+pub trait Part: std::fmt::Debug + Send + Sync {
+    /// Pushes its families into `out`.
+    fn encode(&self, out: &mut Families);
+}
+
 /// Everything one poll of one namespace learned; `None` (or an unread TCP
 /// family) where its source failed, so the figure is absent rather than
 /// zero. Serialized as `snapshot --json`.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize)]
 pub struct Sample {
     /// Seconds since the Unix epoch when the poll started.
     pub timestamp: f64,
@@ -46,6 +56,10 @@ pub struct Sample {
     pub netstat: Option<Netstat>,
     pub sockstat: Option<Sockstat>,
     pub sources: Vec<SourceStatus>,
+    /// The event sources' share of this namespace (`crate::events`),
+    /// encoded after the poll's own families. Not in `snapshot --json`.
+    #[serde(skip)]
+    pub parts: Vec<Arc<dyn Part>>,
 }
 
 /// Per-reason counts (`[("eacces", 3)]`) as a JSON object
@@ -112,5 +126,8 @@ impl Sample {
         }
         health::encode(&self.sources, out);
         self.census.encode(self.timestamp, out);
+        for p in &self.parts {
+            p.encode(out);
+        }
     }
 }

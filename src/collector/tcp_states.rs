@@ -55,7 +55,7 @@ impl TcpStates {
 
     /// Adds `n` sockets in `state` to `family`, when that family was read
     /// (carried counts of sockets this read did not ask for).
-    pub fn add_read(&mut self, family: Family, state: TcpState, n: u64) {
+    pub(crate) fn add_read(&mut self, family: Family, state: TcpState, n: u64) {
         if let Some(c) = self.slot(family) {
             c[state.index()] += n;
         }

@@ -91,6 +91,7 @@ fn inet_diag_one_dump_or_per_family() {
     for any_family in [true, false] {
         let mut p = poller(CensusPolicy::EVERY_POLL);
         p.cfg.inet_diag_any_family = any_family;
+        p.chains = Chains::new(&p.cfg);
         let s = p.poll();
         let up: Vec<SourceId> = s
             .sources
@@ -122,6 +123,7 @@ fn procfs_census_every_poll() {
         max_interval: Duration::from_secs(3600),
     });
     p.cfg.source = SourceMode::Procfs;
+    p.chains = Chains::new(&p.cfg);
     p.poll();
     let second = p.poll();
     assert!(second.census.fresh);

@@ -29,6 +29,7 @@ fn nothing_read() -> Sample {
         netstat: None,
         sockstat: None,
         sources: Vec::new(),
+        parts: Vec::new(),
     }
 }
 

@@ -30,7 +30,7 @@ pub struct Sockstat {
 
 /// Looks up `key` in the `prefix` section of a netstat/snmp-style file: a
 /// header line `Prefix: K1 K2 ...` followed by `Prefix: V1 V2 ...`.
-pub fn netstat_value(content: &str, prefix: &str, key: &str) -> Option<u64> {
+pub(crate) fn netstat_value(content: &str, prefix: &str, key: &str) -> Option<u64> {
     let mut lines = content.lines();
     while let Some(header) = lines.next() {
         let Some(keys) = header
@@ -47,7 +47,7 @@ pub fn netstat_value(content: &str, prefix: &str, key: &str) -> Option<u64> {
 }
 
 /// Looks up `key` in a sockstat line `Prefix: k1 v1 k2 v2 ...`.
-pub fn sockstat_value(content: &str, prefix: &str, key: &str) -> Option<u64> {
+pub(crate) fn sockstat_value(content: &str, prefix: &str, key: &str) -> Option<u64> {
     let line = content
         .lines()
         .find_map(|l| l.strip_prefix(prefix)?.strip_prefix(':'))?;

@@ -97,7 +97,7 @@ impl ErrorReason {
 
     /// The reason for a positive errno (`EAGAIN`/`EWOULDBLOCK` is a receive
     /// timeout, `SO_RCVTIMEO`).
-    pub fn from_errno(errno: i32) -> ErrorReason {
+    pub(crate) fn from_errno(errno: i32) -> ErrorReason {
         match errno {
             1 => ErrorReason::Eperm,
             13 => ErrorReason::Eacces,
@@ -139,7 +139,7 @@ impl SourceError {
     /// True for a file that does not exist (`ENOENT`): an optional file
     /// such as `/proc/net/tcp6` on a kernel booted with `ipv6.disable=1`
     /// is then "no data", not a failure.
-    pub fn is_not_found(&self) -> bool {
+    pub(crate) fn is_not_found(&self) -> bool {
         matches!(self, SourceError::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound)
     }
 }

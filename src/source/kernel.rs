@@ -44,7 +44,7 @@ impl Kernel {
     /// namespace it was opened in): `--netns all` reads it in every
     /// namespace every poll, where the path walk through
     /// `/proc/thread-self` cost more than the read. One descriptor more.
-    pub fn keep_sockstat_open(mut self) -> Kernel {
+    pub(crate) fn keep_sockstat_open(mut self) -> Kernel {
         self.sockstat = Some(None);
         self
     }
@@ -89,7 +89,7 @@ impl Kernel {
     /// True when the kernel serves the one-dump request for both families
     /// ([`SockDiag::dump_tcp_any_family`]); false when it does not or the
     /// socket cannot be opened.
-    pub fn any_family(&mut self) -> bool {
+    pub(crate) fn any_family(&mut self) -> bool {
         self.netlink().is_ok_and(|nl| nl.any_family())
     }
 

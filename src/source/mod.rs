@@ -3,6 +3,7 @@
 //! stream records into a visitor and never keep the whole socket table in
 //! memory. [`kernel::Kernel`] is one network namespace's set of sources.
 
+pub(crate) mod chain;
 pub mod counters;
 pub mod error;
 pub mod id;
@@ -55,7 +56,7 @@ impl ProcRoot {
     /// The view of the calling thread's network namespace:
     /// `root/thread-self/net` (and `root/sys/net`, which follows the
     /// reading thread's namespace).
-    pub fn thread_namespace(root: impl Into<PathBuf>) -> Self {
+    pub(crate) fn thread_namespace(root: impl Into<PathBuf>) -> Self {
         let root = root.into();
         let net = root.join("thread-self/net");
         ProcRoot { root, net }

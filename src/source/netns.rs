@@ -16,7 +16,7 @@ use crate::source::{ErrorReason, SourceError};
 
 /// The inode of a `/proc/[pid]/ns/net` link target: `net:[4026531840]`
 /// (`ns_get_name()`, fs/nsfs.c). `None` for anything else.
-pub fn parse_ns_link(target: &str) -> Option<u64> {
+pub(crate) fn parse_ns_link(target: &str) -> Option<u64> {
     target
         .strip_prefix("net:[")?
         .strip_suffix(']')?
@@ -28,7 +28,7 @@ pub fn parse_ns_link(target: &str) -> Option<u64> {
 /// the systemd driver's `kubepods-<qos>-pod<uid>.slice` (with `_` for
 /// `-`) and the cgroupfs driver's `/kubepods/<qos>/pod<uid>/`
 /// (`<qos>` is absent for Guaranteed pods). `None` outside a pod.
-pub fn parse_pod_uid(cgroup: &str) -> Option<String> {
+pub(crate) fn parse_pod_uid(cgroup: &str) -> Option<String> {
     for line in cgroup.lines() {
         // hierarchy-ID:controller-list:cgroup-path
         let path = line.splitn(3, ':').nth(2)?;
@@ -73,7 +73,7 @@ pub struct Found {
 impl Found {
     /// The file to `setns(2)` into it: `/proc/PID/ns/net`, else the
     /// `/run/netns` binding.
-    pub fn ns_path(&self, procfs: &Path, run_netns: &Path) -> PathBuf {
+    pub(crate) fn ns_path(&self, procfs: &Path, run_netns: &Path) -> PathBuf {
         match (self.pid, &self.name) {
             (Some(pid), _) => procfs.join(pid.to_string()).join("ns/net"),
             (None, Some(name)) => run_netns.join(name),
@@ -103,7 +103,7 @@ pub struct DiscoveryError {
 /// Reading another user's `/proc/PID/ns/net` needs `CAP_SYS_PTRACE`
 /// (`EACCES` otherwise, counted in [`Discovery::errors`]); a missing
 /// `run_netns` directory is no binding.
-pub fn discover(procfs: &Path, run_netns: &Path) -> Discovery {
+pub(crate) fn discover(procfs: &Path, run_netns: &Path) -> Discovery {
     let mut by_inode: BTreeMap<u64, Found> = BTreeMap::new();
     let mut errors = Vec::new();
     if let Ok(dir) = std::fs::read_dir(procfs) {
@@ -162,7 +162,7 @@ fn err_reason(e: &std::io::Error) -> ErrorReason {
 ///
 /// # Errors
 /// When the link cannot be read.
-pub fn own_inode(procfs: &Path) -> Result<u64, SourceError> {
+pub(crate) fn own_inode(procfs: &Path) -> Result<u64, SourceError> {
     let path = procfs.join("self/ns/net");
     let target = std::fs::read_link(&path).map_err(|source| SourceError::Io {
         path: path.clone(),
@@ -189,7 +189,7 @@ pub struct ProcessInfo {
 
 /// Reads `comm` and the pod UID of `pid`; empty strings for what cannot
 /// be read (the process may have exited).
-pub fn process_info(procfs: &Path, pid: u32) -> ProcessInfo {
+pub(crate) fn process_info(procfs: &Path, pid: u32) -> ProcessInfo {
     let dir = procfs.join(pid.to_string());
     let read = |f: &str| std::fs::read_to_string(dir.join(f)).unwrap_or_default();
     ProcessInfo {
@@ -226,7 +226,7 @@ impl NsFile {
     }
 
     /// An already open namespace file; `path` is what errors name.
-    pub fn from_file(file: File, path: PathBuf) -> NsFile {
+    pub(crate) fn from_file(file: File, path: PathBuf) -> NsFile {
         NsFile { file, path }
     }
 

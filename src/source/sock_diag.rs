@@ -68,20 +68,20 @@ pub const TCP_LISTEN_ONLY: u32 = 1 << 10;
 /// `INET_DIAG_SKMEMINFO` (include/uapi/linux/inet_diag.h): the attribute
 /// carrying `sk_get_meminfo()`'s `u32[SK_MEMINFO_VARS]`, asked for with
 /// bit `INET_DIAG_SKMEMINFO - 1` of `idiag_ext`.
-pub const INET_DIAG_SKMEMINFO: u16 = 7;
+pub(crate) const INET_DIAG_SKMEMINFO: u16 = 7;
 /// `idiag_ext` bit of [`INET_DIAG_SKMEMINFO`]: a dump that sets it gets
 /// every socket's memory figures, `sk_drops` among them (the census asks
 /// for it on listener dumps only).
-pub const EXT_SKMEMINFO: u8 = 1 << (INET_DIAG_SKMEMINFO - 1);
+pub(crate) const EXT_SKMEMINFO: u8 = 1 << (INET_DIAG_SKMEMINFO - 1);
 /// Index of `SK_MEMINFO_DROPS` (`sk_drops`) in that array
 /// (include/uapi/linux/sock_diag.h).
-pub const SK_MEMINFO_DROPS: usize = 8;
+pub(crate) const SK_MEMINFO_DROPS: usize = 8;
 /// unix_diag state mask of every socket (`udiag_states`, matched against
 /// `1 << sk_state` in `sk_diag_dump()`).
-pub const UNIX_ALL_STATES: u32 = u32::MAX;
+pub(crate) const UNIX_ALL_STATES: u32 = u32::MAX;
 /// unix_diag state mask of listeners only (a listening UNIX socket's
 /// `sk_state` is `TCP_LISTEN`).
-pub const UNIX_LISTEN_ONLY: u32 = 1 << 10;
+pub(crate) const UNIX_LISTEN_ONLY: u32 = 1 << 10;
 
 /// Layout of `struct inet_diag_msg` (include/uapi/linux/inet_diag.h),
 /// read in place: the crate's `InetResponseHeader::parse` builds a whole
@@ -102,22 +102,22 @@ pub const UNIX_LISTEN_ONLY: u32 = 1 << 10;
 /// IPv4 socket uses the first 4 bytes of `idiag_src`/`idiag_dst`.
 mod msg {
     use std::ops::Range;
-    pub const FAMILY: usize = 0;
-    pub const STATE: usize = 1;
-    pub const TIMER: usize = 2;
-    pub const SPORT: Range<usize> = 4..6;
-    pub const DPORT: Range<usize> = 6..8;
-    pub const SRC: Range<usize> = 8..24;
-    pub const DST: Range<usize> = 24..40;
+    pub(crate) const FAMILY: usize = 0;
+    pub(crate) const STATE: usize = 1;
+    pub(crate) const TIMER: usize = 2;
+    pub(crate) const SPORT: Range<usize> = 4..6;
+    pub(crate) const DPORT: Range<usize> = 6..8;
+    pub(crate) const SRC: Range<usize> = 8..24;
+    pub(crate) const DST: Range<usize> = 24..40;
     /// `idiag_cookie[2]`: the socket cookie, low word first.
-    pub const COOKIE_LO: Range<usize> = 44..48;
-    pub const COOKIE_HI: Range<usize> = 48..52;
-    pub const EXPIRES: Range<usize> = 52..56;
-    pub const RQUEUE: Range<usize> = 56..60;
+    pub(crate) const COOKIE_LO: Range<usize> = 44..48;
+    pub(crate) const COOKIE_HI: Range<usize> = 48..52;
+    pub(crate) const EXPIRES: Range<usize> = 52..56;
+    pub(crate) const RQUEUE: Range<usize> = 56..60;
     /// For LISTEN: `sk_max_ack_backlog`.
-    pub const WQUEUE: Range<usize> = 60..64;
+    pub(crate) const WQUEUE: Range<usize> = 60..64;
     /// Length of `struct inet_diag_msg`.
-    pub const LEN: usize = 72;
+    pub(crate) const LEN: usize = 72;
 }
 
 /// One netlink message found in a receive buffer.
@@ -375,7 +375,7 @@ fn inet_socket(payload: &[u8], stats: &mut ReadStats, visit: &mut dyn FnMut(TcpS
 
 /// The longest a dump may take before it fails with
 /// [`SourceError::Timeout`] (a census of 100k sockets takes ~70 ms).
-pub const DUMP_TIMEOUT: Duration = Duration::from_secs(5);
+pub(crate) const DUMP_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A `NETLINK_SOCK_DIAG` socket, reused across polls. The socket belongs
 /// to the network namespace it was created in, whichever namespace the
@@ -400,7 +400,7 @@ impl SockDiag {
     /// [`SockDiag::open`] with another time limit per dump: every
     /// `recvmsg` waits at most `timeout` (`SO_RCVTIMEO`) and the whole
     /// dump fails once `timeout` has passed since its request.
-    pub fn open_with_timeout(timeout: Duration) -> Result<Self, SourceError> {
+    pub(crate) fn open_with_timeout(timeout: Duration) -> Result<Self, SourceError> {
         let nl = |op| move |source| SourceError::Netlink { op, source };
         let mut socket = Socket::new(NETLINK_SOCK_DIAG).map_err(nl("socket"))?;
         socket.bind_auto().map_err(nl("bind"))?;
@@ -422,7 +422,7 @@ impl SockDiag {
 
     /// True when the kernel serves [`SockDiag::dump_tcp_any_family`]
     /// (probed when the socket is opened).
-    pub fn any_family(&self) -> bool {
+    pub(crate) fn any_family(&self) -> bool {
         self.any_family
     }
 
@@ -440,7 +440,7 @@ impl SockDiag {
     ///
     /// Errors: as [`SockDiag::dump_tcp`]; a kernel without the legacy
     /// request answers `EOPNOTSUPP`/`EINVAL` ([`SourceError::Kernel`]).
-    pub fn dump_tcp_any_family(
+    pub(crate) fn dump_tcp_any_family(
         &mut self,
         states: u32,
         ext: u8,
@@ -478,7 +478,7 @@ impl SockDiag {
     /// `inet_diag` module is not loaded), no end within the time limit
     /// ([`SourceError::Timeout`]). Malformed messages are skipped and
     /// counted in [`ReadStats::parse_errors`].
-    pub fn dump_tcp(
+    pub(crate) fn dump_tcp(
         &mut self,
         family: Family,
         states: u32,
@@ -512,7 +512,7 @@ impl SockDiag {
     /// (`UDIAG_SHOW_ICONS`, which walks the queue) are not used, and
     /// asking for them made the kernel's part of the dump about a third
     /// slower (10k UNIX sockets, kernel 6.18).
-    pub fn dump_unix(
+    pub(crate) fn dump_unix(
         &mut self,
         states: u32,
         visit: &mut dyn FnMut(UnixSocket),

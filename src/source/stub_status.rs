@@ -27,7 +27,7 @@ use hyper_util::rt::TokioIo;
 
 /// Largest body accepted from a target; a real stub_status page is ~100
 /// bytes.
-pub const MAX_BODY_BYTES: usize = 64 * 1024;
+pub(crate) const MAX_BODY_BYTES: usize = 64 * 1024;
 
 /// The figures of one stub_status page. All are exact integers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -215,7 +215,8 @@ pub enum ScrapeError {
 
 impl ScrapeError {
     /// Every `reason` label value, so each counter exists from the start.
-    pub const KINDS: [&'static str; 6] = ["connect", "timeout", "http", "status", "body", "parse"];
+    pub(crate) const KINDS: [&'static str; 6] =
+        ["connect", "timeout", "http", "status", "body", "parse"];
 
     /// Label value: connect, timeout, http, status, body, parse.
     pub fn kind(&self) -> &'static str {

@@ -26,7 +26,7 @@ use tokio::sync::Semaphore;
 use super::stats::{Rejected, WebStats};
 
 /// bcrypt verifications running at once (the rest wait).
-pub const VERIFY_AT_ONCE: usize = 2;
+pub(crate) const VERIFY_AT_ONCE: usize = 2;
 /// Verified (user, password) pairs remembered.
 const CACHE_MAX: usize = 64;
 
@@ -39,12 +39,12 @@ const DUMMY_SALT_AND_DIGEST: &str = "sockscope.dummy.salt.Ono.user.has.this.pass
 pub type Verifier = Arc<dyn Fn(&str, &str) -> bool + Send + Sync>;
 
 /// `bcrypt::verify`, false on a malformed hash.
-pub fn bcrypt_verify(password: &str, hash: &str) -> bool {
+pub(crate) fn bcrypt_verify(password: &str, hash: &str) -> bool {
     bcrypt::verify(password, hash).unwrap_or(false)
 }
 
 /// The dummy hash of `cost` ([`DUMMY_SALT_AND_DIGEST`]).
-pub fn dummy_hash(cost: u32) -> String {
+pub(crate) fn dummy_hash(cost: u32) -> String {
     format!("$2y${cost:02}${DUMMY_SALT_AND_DIGEST}")
 }
 
@@ -83,7 +83,7 @@ impl BasicAuth {
     }
 
     /// [`BasicAuth::new`] with `verify` in place of bcrypt.
-    pub fn with_verifier(
+    pub(crate) fn with_verifier(
         users: BTreeMap<String, String>,
         stats: Arc<WebStats>,
         verify: Verifier,

@@ -449,7 +449,7 @@ impl RawTls {
 }
 
 /// Whether `suite` is a TLS 1.3 suite (`TLS_AES_*`, `TLS_CHACHA20_*`).
-pub fn is_tls13(suite: rustls::CipherSuite) -> bool {
+pub(crate) fn is_tls13(suite: rustls::CipherSuite) -> bool {
     (0x1301..=0x1305).contains(&u16::from(suite))
 }
 

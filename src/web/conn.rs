@@ -120,7 +120,7 @@ impl Drop for RequestGuard {
 /// stalled clients with every core busy), a 1 s grace evicted the scraper
 /// as the longest-stalled; a request not read in 2 s has timed out for a
 /// scraper anyway (the slowloris test's bound).
-pub const EVICTION_GRACE: Duration = Duration::from_secs(2);
+pub(crate) const EVICTION_GRACE: Duration = Duration::from_secs(2);
 
 /// The open connections.
 #[derive(Debug, Default)]
@@ -142,7 +142,7 @@ impl Tracker {
     /// its header. `None` when every open connection is serving a request
     /// (refuse the new one). The evicted connection leaves the map at once,
     /// its task closes it.
-    pub fn admit(&self, max: usize) -> Option<(u64, Arc<Conn>)> {
+    pub(crate) fn admit(&self, max: usize) -> Option<(u64, Arc<Conn>)> {
         let mut conns = self.lock();
         if conns.len() >= max {
             let now = Instant::now();
@@ -317,7 +317,7 @@ async fn connection(stream: TcpStream, ctx: Arc<Ctx>, id: u64, conn: Arc<Conn>) 
 /// The `listen(2)` backlog the agent asks for: the kernel caps it at
 /// `net.core.somaxconn` (4096 by default since Linux 5.4), as Go's
 /// `net.Listen` (node_exporter's) does by reading that sysctl.
-pub const LISTEN_BACKLOG: i32 = u16::MAX as i32;
+pub(crate) const LISTEN_BACKLOG: i32 = u16::MAX as i32;
 
 /// A non-blocking TCP listener on `addr` with [`LISTEN_BACKLOG`] and
 /// `SO_REUSEADDR` (as tokio's `TcpListener::bind`, whose backlog is std's

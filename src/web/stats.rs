@@ -76,7 +76,7 @@ pub struct WebStats {
 }
 
 impl WebStats {
-    pub fn set_limit(&self, limit: usize) {
+    pub(crate) fn set_limit(&self, limit: usize) {
         self.limit.store(limit as u64, Ordering::Relaxed);
     }
 
@@ -103,7 +103,7 @@ impl WebStats {
     }
 
     /// Connections that ended since start (accepted − open).
-    pub fn ended_total(&self) -> u64 {
+    pub(crate) fn ended_total(&self) -> u64 {
         self.accepted
             .load(Ordering::Relaxed)
             .saturating_sub(self.open.load(Ordering::Relaxed))

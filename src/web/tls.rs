@@ -72,7 +72,7 @@ fn stamp(cert: &Path, key: &Path) -> Option<Stamp> {
 ///
 /// # Errors
 /// One line naming the file and the problem.
-pub fn load_certified_key(
+pub(crate) fn load_certified_key(
     cert: &Path,
     key: &Path,
     provider: &CryptoProvider,
@@ -256,7 +256,7 @@ impl ClientCertVerifier for AnyClientCert {
 ///
 /// # Errors
 /// The certificate or its SAN extension does not parse.
-pub fn subject_alt_names(der: &[u8]) -> Result<Vec<String>, String> {
+pub(crate) fn subject_alt_names(der: &[u8]) -> Result<Vec<String>, String> {
     let (_, cert) = x509_parser::parse_x509_certificate(der)
         .map_err(|e| format!("client certificate does not parse: {e}"))?;
     let Some(ext) = cert

@@ -509,6 +509,57 @@ fn time_wait_entries_accumulate_across_censuses() {
     assert!(entries.is_empty());
 }
 
+/// Exact entries from an event source replace the inference, and their
+/// growth over the censuses of the last 10 s is the forecast's rate:
+/// 300 entries in 2 s (150/s) toward a pool with 400 of 500 ports left
+/// runs out in under 3 s, although the TIME_WAIT ages alone say 5/s.
+#[test]
+fn exact_entries_drive_the_total_and_the_rate() {
+    use std::time::{Duration, Instant};
+    let m = PortModel::new(&sysctls((40000, 40499), 0));
+    let l = PortSet::default();
+    let mut entries = PoolEntries::default();
+    let key = PoolKey {
+        local_ip: "127.0.0.1".parse().unwrap(),
+        destination: "127.0.0.1:7100".parse().unwrap(),
+    };
+    let census = || {
+        let mut e = EphemeralPorts::default();
+        for p in 0..100 {
+            let s = sock(
+                TcpState::TimeWait,
+                &format!("127.0.0.1:{}", 40000 + p),
+                "127.0.0.1:7100",
+                Some(TIME_WAIT_MS - 20_000),
+            );
+            e.observe(&m, &l, &s);
+        }
+        e
+    };
+    let t0 = Instant::now();
+    entries.set_exact(Some(&[(key, 1000)].into()), t0);
+    let first = report(&m, &l, &census(), 20, &mut entries);
+    assert_eq!(first.pools[0].time_wait_entries_total, 1000);
+    // One census of history: the rate still comes from the timers.
+    let timers_rate = first.pools[0].time_wait_rate_per_second;
+    assert!(timers_rate < 10.0, "{timers_rate}");
+    entries.set_exact(Some(&[(key, 1300)].into()), t0 + Duration::from_secs(2));
+    let second = report(&m, &l, &census(), 20, &mut entries);
+    let p = &second.pools[0];
+    assert_eq!(p.time_wait_entries_total, 1300);
+    assert!((p.time_wait_rate_per_second - 150.0).abs() < 1e-9, "{p:?}");
+    let s = p.exhaustion_seconds.unwrap();
+    assert!(s > 0.0 && s < 3.0, "{s}");
+    // Past the window, the oldest census drops out of the rate.
+    entries.set_exact(Some(&[(key, 1310)].into()), t0 + Duration::from_secs(11));
+    let third = report(&m, &l, &census(), 20, &mut entries);
+    assert!((third.pools[0].time_wait_rate_per_second - 10.0 / 9.0).abs() < 1e-9);
+    // Back to inference without the source.
+    entries.set_exact(None, t0 + Duration::from_secs(12));
+    let fourth = report(&m, &l, &census(), 20, &mut entries);
+    assert_eq!(fourth.pools[0].time_wait_rate_per_second, timers_rate);
+}
+
 /// The cap keeps the pool that runs out soonest before a fuller steady
 /// one, and the `other` row's TIME_WAIT entries never go backwards as
 /// pools swap places across the cap.
