@@ -4,6 +4,7 @@
 //! memory. [`kernel::Kernel`] is one network namespace's set of sources.
 
 pub mod counters;
+pub(crate) mod ebpf;
 pub mod error;
 pub mod id;
 pub mod kernel;
