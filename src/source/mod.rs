@@ -5,6 +5,7 @@
 
 pub(crate) mod chain;
 pub mod counters;
+pub(crate) mod ebpf;
 pub mod error;
 pub mod id;
 pub mod kernel;
