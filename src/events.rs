@@ -12,6 +12,8 @@
 //! one line where the agent starts its sources (`main.rs`,
 //! `event_sources`); README "Architecture".
 
+pub mod ebpf;
+
 use std::collections::HashMap;
 use std::sync::Arc;
 

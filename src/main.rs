@@ -13,6 +13,8 @@ use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::{Args, Parser, Subcommand};
 use sockscope::agent::{PollLoop, Sampler};
 use sockscope::collector::census::CensusPolicy;
+use sockscope::events::EventSource;
+use sockscope::events::ebpf::{self, EbpfMode, EbpfSettings};
 use sockscope::exporter;
 use sockscope::namespaces::{NamespaceSample, Namespaces, NamespacesConfig};
 use sockscope::poller::{Config, Poller, SourceMode};
@@ -235,6 +237,22 @@ struct AgentArgs {
     /// Scrapes served at once; beyond, 503 (0 = no limit).
     #[arg(long = "web.max-requests", default_value_t = 40)]
     max_requests: usize,
+    /// eBPF event source counting every TCP connect() outcome
+    /// (sockscope_connects_total) and entry into TIME_WAIT in the kernel:
+    /// auto (on where the kernel and the privileges allow, else off with
+    /// one log line saying why), on (or do not start), off.
+    #[arg(long = "ebpf", value_enum, default_value = "auto")]
+    ebpf: EbpfMode,
+    /// Rows of the eBPF map (one per namespace, local IP, destination and
+    /// result); events needing a new row once it is full are counted in
+    /// sockscope_ebpf_events_lost_total.
+    #[arg(long = "ebpf.max-entries", default_value_t = 16384, value_parser = clap::value_parser!(u32).range(1..=1_048_576))]
+    ebpf_max_entries: u32,
+    /// Export the eBPF programs' kernel time
+    /// (sockscope_ebpf_program_run_seconds_total): BPF_ENABLE_STATS, which
+    /// needs CAP_SYS_ADMIN and turns run-time statistics on host-wide.
+    #[arg(long = "ebpf.kernel-stats")]
+    ebpf_kernel_stats: bool,
 }
 
 /// The longest request header (hyper's read buffer): beyond, 431.
@@ -390,6 +408,10 @@ fn run_agent(args: AgentArgs) -> Result<(), String> {
             Sampler::All(cfg)
         }
     };
+    let own_netns = std::fs::metadata("/proc/self/ns/net")
+        .map(|m| std::os::unix::fs::MetadataExt::ino(&m))
+        .map_err(|e| format!("/proc/self/ns/net: {e}"))?;
+
     let web = match &args.web_config {
         Some(file) => WebConfig::load(file).map_err(|e| e.to_string())?,
         None => WebConfig::default(),
@@ -411,9 +433,28 @@ fn run_agent(args: AgentArgs) -> Result<(), String> {
     rt.block_on(async move {
         let listener = bind(&args.listen).await?;
         let local = listener.local_addr().map_err(|e| e.to_string())?;
+        // After the flags and the listen address were found good: a bad
+        // flag fails with one line, before eBPF programs are loaded.
+        let mut event_sources: Vec<Box<dyn EventSource>> = Vec::new();
+        if let Some(s) = ebpf::start(EbpfSettings {
+            mode: args.ebpf,
+            max_entries: args.ebpf_max_entries,
+            kernel_stats: args.ebpf_kernel_stats,
+            top_destinations: args.poll.top_destinations,
+            all_namespaces: args.netns.netns == NetnsMode::All,
+            own_netns,
+        })? {
+            event_sources.push(Box::new(s));
+        }
         let scrapers = args.nginx.iter().cloned().map(Scraper::new).collect();
-        let poll_loop = PollLoop::new(sampler, scrapers, args.interval, args.nginx_timeout)
-            .map_err(|e| format!("starting the poller: {e}"))?;
+        let poll_loop = PollLoop::with_events(
+            sampler,
+            event_sources,
+            scrapers,
+            args.interval,
+            args.nginx_timeout,
+        )
+        .map_err(|e| format!("starting the poller: {e}"))?;
         let (latest, running) = poll_loop.start().await;
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let polling = tokio::spawn(running.run(async {

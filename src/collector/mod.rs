@@ -5,6 +5,7 @@
 
 pub mod cap;
 pub mod census;
+pub mod connects;
 pub mod counters;
 pub mod ephemeral_ports;
 pub mod health;

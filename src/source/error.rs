@@ -34,6 +34,13 @@ pub enum SourceError {
         request: &'static str,
         after: Duration,
     },
+    /// A `bpf(2)` call of an event source (a map read) failed.
+    #[error("bpf {op}: {source}")]
+    Bpf {
+        op: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
     /// A file whose whole content is unusable (e.g. a sysctl that is not a
     /// number).
     #[error("parsing {path}: {what}")]
@@ -127,9 +134,9 @@ impl SourceError {
     /// Its [`ErrorReason`].
     pub fn reason(&self) -> ErrorReason {
         match self {
-            SourceError::Io { source, .. } | SourceError::Netlink { source, .. } => {
-                ErrorReason::from_io(source)
-            }
+            SourceError::Io { source, .. }
+            | SourceError::Netlink { source, .. }
+            | SourceError::Bpf { source, .. } => ErrorReason::from_io(source),
             SourceError::Kernel { errno, .. } => ErrorReason::from_errno(*errno),
             SourceError::Timeout { .. } => ErrorReason::Timeout,
             SourceError::Parse { .. } => ErrorReason::Parse,

@@ -37,11 +37,14 @@ pub enum SourceId {
     ProcNetNetstat,
     /// `/proc/net/sockstat`.
     ProcNetSockstat,
+    /// The eBPF connect-outcome counters (the `flows` map of
+    /// `source::ebpf`), read host-wide once per poll.
+    EbpfConnects,
 }
 
 impl SourceId {
     /// Every source, in exposition order.
-    pub const ALL: [SourceId; 14] = [
+    pub const ALL: [SourceId; 15] = [
         SourceId::InetDiag,
         SourceId::InetDiagIpv4,
         SourceId::InetDiagIpv6,
@@ -56,6 +59,7 @@ impl SourceId {
         SourceId::Sysctl,
         SourceId::ProcNetNetstat,
         SourceId::ProcNetSockstat,
+        SourceId::EbpfConnects,
     ];
 
     /// The `source` label value.
@@ -75,6 +79,7 @@ impl SourceId {
             SourceId::Sysctl => "sysctl",
             SourceId::ProcNetNetstat => "proc_net_netstat",
             SourceId::ProcNetSockstat => "proc_net_sockstat",
+            SourceId::EbpfConnects => "ebpf_connects",
         }
     }
 
