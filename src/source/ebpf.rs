@@ -10,8 +10,9 @@
 //! CLOSING → CLOSE) and adds one to a row of the hash map `flows`, keyed by
 //! network namespace, local address, destination and [`Outcome`]. Nothing
 //! wakes user space per event: [`ConnectEvents::read`] walks the map when
-//! the agent polls, so the cost is the program's run time (tens of ns per
-//! state change) plus one map walk per poll. The map is bounded
+//! the agent polls, so the cost is the program's run time (75–87 ns per
+//! state change measured on 6.18 with `BPF_ENABLE_STATS`; a loopback
+//! connect + close makes 10 state changes) plus one map walk per poll. The map is bounded
 //! ([`LoadOptions::max_entries`]); a plain hash, not LRU, so a row, once
 //! there, only grows, and an event that finds the map full is counted in
 //! [`EbpfStats::lost_total`] instead of evicting another row.
