@@ -10,8 +10,9 @@
 //! CLOSING → CLOSE) and adds one to a row of the hash map `flows`, keyed by
 //! network namespace, local address, destination and [`Outcome`]. Nothing
 //! wakes user space per event: [`ConnectEvents::read`] walks the map when
-//! the agent polls, so the cost is the program's run time (tens of ns per
-//! state change) plus one map walk per poll. The map is bounded
+//! the agent polls, so the cost is the program's run time (75–87 ns per
+//! state change measured on 6.18 with `BPF_ENABLE_STATS`; a loopback
+//! connect + close makes 10 state changes) plus one map walk per poll. The map is bounded
 //! ([`LoadOptions::max_entries`]); a plain hash, not LRU, so a row, once
 //! there, only grows, and an event that finds the map full is counted in
 //! [`EbpfStats::lost_total`] instead of evicting another row.
@@ -83,7 +84,8 @@ pub(crate) struct LoadOptions {
     /// `/proc/<pid>/ns/net`), filtered in the kernel.
     pub netns: Option<u32>,
     /// Rows the `flows` map can hold (one per netns × local address ×
-    /// destination × outcome); each costs about 100 bytes of kernel memory.
+    /// destination × outcome). The kernel preallocates them at load: about
+    /// 120 bytes each (16384 → 1.97 MB, bpftool's memlock figure on 6.18).
     /// At least 1.
     pub max_entries: u32,
     /// Turn on the kernel's `BPF_ENABLE_STATS` (host-wide, for as long as

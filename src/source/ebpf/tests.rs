@@ -360,6 +360,19 @@ fn live_outcomes_match_what_the_client_saw() {
         add(closed, Outcome::Errno(111));
     }
 
+    // IPv6: 2 established (held open, never accepted), 1 refused.
+    let up6 = TcpListener::bind("[::1]:7103").unwrap();
+    let up6_addr = up6.local_addr().unwrap();
+    let mut held6 = Vec::new();
+    for _ in 0..2 {
+        held6.push(TcpStream::connect(up6_addr).unwrap());
+        add(up6_addr, Outcome::Established);
+    }
+    let closed6: SocketAddr = "[::1]:7104".parse().unwrap();
+    let e = TcpStream::connect(closed6).expect_err("nothing listens");
+    assert_eq!(e.kind(), ErrorKind::ConnectionRefused, "{e}");
+    add(closed6, Outcome::Errno(111));
+
     // Aborted: a listener whose accept queue (backlog 0: holds 1) is full
     // drops SYNs, so non-blocking clients stay in SYN_SENT; then close them.
     let stuck = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP)).unwrap();
@@ -453,8 +466,12 @@ fn live_outcomes_match_what_the_client_saw() {
         t.is_some() && runs.is_some_and(|r| r >= sum),
         "{t:?} {runs:?}"
     );
-    drop(filler);
-    drop(stuck);
+    let v6 = read
+        .flows
+        .iter()
+        .filter(|(f, _)| f.local_ip == Ipv6Addr::LOCALHOST);
+    assert_eq!(v6.count(), 2, "two IPv6 rows, local address ::1");
+    drop((filler, stuck, held6, up6));
 }
 
 /// Role "helper": in its own namespace, 4 established + 2 refused; prints
