@@ -42,7 +42,6 @@
 //! `CAP_SYS_ADMIN` too (`BPF_ENABLE_STATS`).
 
 // Wired into the agent separately; until then only the tests use it.
-#![cfg_attr(not(test), allow(dead_code))]
 
 mod decode;
 #[cfg(test)]
