@@ -37,7 +37,8 @@ fn stable(text: &str) -> String {
 
 /// One scrape of the agent on the fixture tree with `--source procfs` and
 /// `--ebpf off` (the fixture is the census's input; the eBPF families'
-/// output is tests/netns_ebpf.rs's golden, taken in a private namespace),
+/// exact values, promtool and the Python parser on them are
+/// tests/netns_ebpf.rs's, in a private namespace),
 /// after exactly one poll (the agent polls once before it serves; an hour
 /// to the next): counters such as `sockscope_parse_errors_total` grow per
 /// poll, so a 100 ms interval made the golden depend on the machine's
