@@ -314,6 +314,7 @@ const REQUIRED_ALERTS: &[&str] = &[
     "SockscopeEphemeralPortsExhaustionImminent",
     "SockscopeEphemeralPortsExhausted",
     "SockscopeEphemeralPortsNearExhaustion",
+    "SockscopeConnectsFailing",
     "SockscopeListenerDropping",
     "SockscopeListenQueueSaturated",
     "SockscopeListenOverflows",
@@ -321,6 +322,7 @@ const REQUIRED_ALERTS: &[&str] = &[
     "SockscopeNginxDown",
     "SockscopeSourceDown",
     "SockscopeAgentAbsent",
+    "SockscopeEbpfEventsLost",
 ];
 
 #[test]
