@@ -1011,8 +1011,10 @@ fn assert_ebpf_privilege(what: &str, pod_spec: &Value, c: &Value) {
         pod_spec["securityContext"]["seccompProfile"]["type"], "RuntimeDefault",
         "{what}"
     );
+    // The BTF parse at load time: tests/least_privilege.rs measures it.
     let r = &c["resources"];
-    assert_eq!(r["limits"]["memory"], "64Mi", "{what}");
+    assert_eq!(r["requests"]["memory"], "48Mi", "{what}");
+    assert_eq!(r["limits"]["memory"], "128Mi", "{what}");
     assert_image(what, c);
 }
 
@@ -1105,7 +1107,7 @@ fn daemonset_unprivileged_settings() {
         .collect();
     assert_eq!(ebpf_args(&args), ["--ebpf=off"], "{args:?}");
     assert_agent_flags_exist("daemonset-unprivileged", &args);
-    // Apart from uid, capabilities and --ebpf, the pods are the same.
+    // Apart from uid, capabilities, --ebpf and memory, the pods are the same.
     let ebpf_pod = &kind(&ebpf_docs, "DaemonSet")["spec"]["template"];
     let strip = |t: &Value| {
         let mut t = t.clone();
@@ -1113,6 +1115,7 @@ fn daemonset_unprivileged_settings() {
         spec["securityContext"] = Value::Null;
         let c = &mut spec["containers"][0];
         c["securityContext"] = Value::Null;
+        c["resources"] = Value::Null;
         let args: Vec<Value> = arr(&c["args"], "args")
             .iter()
             .filter(|a| !s(a, "arg").starts_with("--ebpf"))
@@ -1489,10 +1492,7 @@ fn systemd_analyze_verify_and_security() {
     // `SystemCallFilter=bpf` after `~@privileged` is what lets it through.
     let set = |name: &str| {
         let o = assert_ok(prereq::command("systemd-analyze").args(["syscall-filter", name]));
-        text(&o)
-            .lines()
-            .map(str::trim)
-            .any(|l| l == "bpf")
+        text(&o).lines().map(str::trim).any(|l| l == "bpf")
     };
     assert!(set("@privileged") && !set("@system-service"));
     // And systemd reads the unit's filter as allowing it (its own words).

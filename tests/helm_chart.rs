@@ -509,7 +509,10 @@ fn matrix(tls_file: &Path) -> Vec<Case> {
         ),
         ("own pod only", vec!["hostNetwork=false"]),
         ("no eBPF", vec!["ebpf.enabled=false"]),
-        ("netns all, no eBPF", vec!["netns=all", "ebpf.enabled=false"]),
+        (
+            "netns all, no eBPF",
+            vec!["netns=all", "ebpf.enabled=false"],
+        ),
     ];
     let mut cases = Vec::new();
     let flag = |sets: &[&str], s: &str| sets.contains(&s);
