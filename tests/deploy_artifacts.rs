@@ -314,6 +314,7 @@ const REQUIRED_ALERTS: &[&str] = &[
     "SockscopeEphemeralPortsExhaustionImminent",
     "SockscopeEphemeralPortsExhausted",
     "SockscopeEphemeralPortsNearExhaustion",
+    "SockscopeConnectsFailing",
     "SockscopeListenerDropping",
     "SockscopeListenQueueSaturated",
     "SockscopeListenOverflows",
@@ -321,6 +322,7 @@ const REQUIRED_ALERTS: &[&str] = &[
     "SockscopeNginxDown",
     "SockscopeSourceDown",
     "SockscopeAgentAbsent",
+    "SockscopeEbpfEventsLost",
 ];
 
 #[test]
@@ -888,6 +890,7 @@ fn kubernetes_validate(files: &[PathBuf]) -> Output {
 fn kubernetes_manifests_validate_strictly() {
     let files = [
         path("deploy/kubernetes/daemonset.yaml"),
+        path("deploy/kubernetes/daemonset-unprivileged.yaml"),
         path("deploy/kubernetes/daemonset-netns-all.yaml"),
         path("deploy/kubernetes/sidecar.yaml"),
     ];
@@ -986,6 +989,43 @@ fn assert_least_privilege(what: &str, pod_spec: &Value, c: &Value) {
     assert_image(what, c);
 }
 
+/// The eBPF DaemonSet's container: uid 0 (Kubernetes makes a non-root
+/// user's added capabilities ineffective) with every capability dropped but
+/// exactly BPF and PERFMON, read-only root, no escalation, RuntimeDefault
+/// seccomp; the rest as [`assert_least_privilege`] asks.
+fn assert_ebpf_privilege(what: &str, pod_spec: &Value, c: &Value) {
+    let sc = &c["securityContext"];
+    for s in [sc, &pod_spec["securityContext"]] {
+        assert_eq!(s["runAsUser"], 0, "{what}");
+        assert_eq!(s["runAsNonRoot"], false, "{what}");
+    }
+    assert_eq!(sc["readOnlyRootFilesystem"], true, "{what}");
+    assert_eq!(sc["allowPrivilegeEscalation"], false, "{what}");
+    assert_eq!(sc["privileged"], false, "{what}");
+    assert_eq!(
+        sc["capabilities"],
+        serde_json::json!({"drop": ["ALL"], "add": ["BPF", "PERFMON"]}),
+        "{what}"
+    );
+    assert_eq!(
+        pod_spec["securityContext"]["seccompProfile"]["type"], "RuntimeDefault",
+        "{what}"
+    );
+    // The BTF parse at load time: tests/least_privilege.rs measures it.
+    let r = &c["resources"];
+    assert_eq!(r["requests"]["memory"], "48Mi", "{what}");
+    assert_eq!(r["limits"]["memory"], "128Mi", "{what}");
+    assert_image(what, c);
+}
+
+/// The `--ebpf…` arguments of a container.
+fn ebpf_args<'a>(args: &[&'a str]) -> Vec<&'a str> {
+    args.iter()
+        .copied()
+        .filter(|a| a.starts_with("--ebpf"))
+        .collect()
+}
+
 /// The image scripts/image builds (`localhost/sockscope:VERSION`), for the
 /// user to replace with their registry's: no registry path of a namespace
 /// the project does not own.
@@ -1031,14 +1071,63 @@ fn daemonset_settings() {
         serde_json::json!([{"operator": "Exists"}])
     );
     let c = container(pod, "sockscope");
-    assert_least_privilege("daemonset", pod, c);
+    assert_ebpf_privilege("daemonset", pod, c);
+    assert!(pod["hostPID"].is_null() || pod["hostPID"] == false);
     let args: Vec<&str> = arr(&c["args"], "args")
         .iter()
         .map(|a| s(a, "arg"))
         .collect();
     assert_eq!(args[0], "agent");
     assert!(args.contains(&"--web.listen-address=:9977"), "{args:?}");
+    assert_eq!(ebpf_args(&args), ["--ebpf=auto"], "{args:?}");
     assert_agent_flags_exist("daemonset", &args);
+}
+
+/// The same DaemonSet without eBPF: no privilege at all, --ebpf=off, the
+/// same object names (apply one or the other), the same pod otherwise.
+#[test]
+#[ignore = "needs python3 with PyYAML: ./scripts/test installs it"]
+fn daemonset_unprivileged_settings() {
+    let docs = yaml_docs(&path("deploy/kubernetes/daemonset-unprivileged.yaml"));
+    let ebpf_docs = yaml_docs(&path("deploy/kubernetes/daemonset.yaml"));
+    for k in ["ServiceAccount", "DaemonSet"] {
+        assert_eq!(
+            kind(&docs, k)["metadata"],
+            kind(&ebpf_docs, k)["metadata"],
+            "{k}: the two DaemonSets replace each other"
+        );
+    }
+    let pod = &kind(&docs, "DaemonSet")["spec"]["template"]["spec"];
+    assert_eq!(pod["hostNetwork"], true);
+    let c = container(pod, "sockscope");
+    assert_least_privilege("daemonset-unprivileged", pod, c);
+    let args: Vec<&str> = arr(&c["args"], "args")
+        .iter()
+        .map(|a| s(a, "arg"))
+        .collect();
+    assert_eq!(ebpf_args(&args), ["--ebpf=off"], "{args:?}");
+    assert_agent_flags_exist("daemonset-unprivileged", &args);
+    // Apart from uid, capabilities, --ebpf and memory, the pods are the same.
+    let ebpf_pod = &kind(&ebpf_docs, "DaemonSet")["spec"]["template"];
+    let strip = |t: &Value| {
+        let mut t = t.clone();
+        let spec = &mut t["spec"];
+        spec["securityContext"] = Value::Null;
+        let c = &mut spec["containers"][0];
+        c["securityContext"] = Value::Null;
+        c["resources"] = Value::Null;
+        let args: Vec<Value> = arr(&c["args"], "args")
+            .iter()
+            .filter(|a| !s(a, "arg").starts_with("--ebpf"))
+            .cloned()
+            .collect();
+        c["args"] = Value::Array(args);
+        t
+    };
+    assert_eq!(
+        strip(&kind(&docs, "DaemonSet")["spec"]["template"]),
+        strip(ebpf_pod)
+    );
 }
 
 /// `--netns all`: hostPID and hostNetwork, only SYS_ADMIN and SYS_PTRACE
@@ -1074,6 +1163,8 @@ fn daemonset_netns_all_settings() {
         .collect();
     assert_eq!(args[0], "agent");
     assert!(args.contains(&"--netns=all"), "{args:?}");
+    // SYS_ADMIN covers BPF and PERFMON: eBPF on where the node allows it.
+    assert_eq!(ebpf_args(&args), ["--ebpf=auto"], "{args:?}");
     assert_agent_flags_exist("daemonset-netns-all", &args);
     assert_image("daemonset-netns-all", c);
 }
@@ -1097,6 +1188,8 @@ fn sidecar_settings_and_nginx_config() {
         args.contains(&"--nginx.scrape-uri=http://127.0.0.1:8080/stub_status"),
         "{args:?}"
     );
+    // No eBPF in an application pod (host-wide program, root + CAP_BPF).
+    assert_eq!(ebpf_args(&args), ["--ebpf=off"], "{args:?}");
     assert_agent_flags_exist("sidecar", &args);
     // The demo upstream runs sockscope's own lab server: its flags must exist.
     let app = container(pod, "app");
@@ -1231,6 +1324,7 @@ fn podmonitor_core_fields() {
     // It selects the pods of both workloads, on their `metrics` port.
     for (file, k) in [
         ("deploy/kubernetes/daemonset.yaml", "DaemonSet"),
+        ("deploy/kubernetes/daemonset-unprivileged.yaml", "DaemonSet"),
         ("deploy/kubernetes/daemonset-netns-all.yaml", "DaemonSet"),
         ("deploy/kubernetes/sidecar.yaml", "Deployment"),
     ] {
@@ -1282,7 +1376,9 @@ fn systemd_unit_settings() {
             "RestrictAddressFamilies",
             "AF_UNIX AF_INET AF_INET6 AF_NETLINK",
         ),
-        ("CapabilityBoundingSet", ""),
+        ("CapabilityBoundingSet", "CAP_BPF CAP_PERFMON"),
+        ("AmbientCapabilities", "CAP_BPF CAP_PERFMON"),
+        ("LimitMEMLOCK", "16M"),
         ("SystemCallFilter", "@system-service"),
         ("MemoryDenyWriteExecute", "yes"),
         ("LockPersonality", "yes"),
@@ -1296,6 +1392,17 @@ fn systemd_unit_settings() {
             get(k)
         );
     }
+    // The eBPF source's two capabilities and nothing else, in both sets.
+    for k in ["CapabilityBoundingSet", "AmbientCapabilities"] {
+        assert_eq!(get(k), ["CAP_BPF CAP_PERFMON"], "{UNIT}: {k}");
+    }
+    // The allow list, then @privileged taken out, then bpf(2) alone put back
+    // (order matters: each line edits the list the first one started).
+    assert_eq!(
+        get("SystemCallFilter"),
+        ["@system-service", "~@privileged", "bpf"],
+        "{UNIT}"
+    );
     // It would hide the host's sockets; ProcSubset=pid would hide /proc/net.
     assert!(
         get("PrivateNetwork").is_empty(),
@@ -1379,6 +1486,23 @@ fn systemd_analyze_verify_and_security() {
     assert!(
         o.status.success() && about_unit.is_empty(),
         "systemd-analyze verify:\n{t}"
+    );
+
+    // bpf(2) is in @privileged and not in @system-service: the unit's
+    // `SystemCallFilter=bpf` after `~@privileged` is what lets it through.
+    let set = |name: &str| {
+        let o = assert_ok(prereq::command("systemd-analyze").args(["syscall-filter", name]));
+        text(&o).lines().map(str::trim).any(|l| l == "bpf")
+    };
+    assert!(set("@privileged") && !set("@system-service"));
+    // And systemd reads the unit's filter as allowing it (its own words).
+    let o = run(prereq::command("systemd-analyze")
+        .args(["security", "--offline=yes", "--no-pager"])
+        .arg(&f));
+    assert!(
+        text(&o).contains("bpf is allowed"),
+        "systemd-analyze security does not see bpf(2) allowed:\n{}",
+        text(&o)
     );
 
     // The hardening keeps systemd's exposure score at "OK" (<= 2.0).

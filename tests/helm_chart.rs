@@ -164,6 +164,12 @@ fn helm_lint_strict_and_schema() {
             "containerSecurityContext",
         ),
         (&["--set", "image.digest=latest"][..], "digest"),
+        // enabled: false is how eBPF is turned off (and its privileges).
+        (&["--set", "ebpf.mode=off"][..], "ebpf.mode"),
+        (
+            &["--set", "ebpf.extraCapabilities={NET_ADMIN}"][..],
+            "extraCapabilities",
+        ),
     ] {
         let o = run(helm()
             .args(["template", RELEASE])
@@ -203,6 +209,8 @@ fn helm_lint_strict_and_schema() {
 struct Case {
     name: String,
     netns_all: bool,
+    /// `ebpf.enabled` (true by default).
+    ebpf: bool,
     host_network: bool,
     tls: bool,
     service: bool,
@@ -301,17 +309,21 @@ fn check_case(c: &Case, agent_help: &str) {
     assert_eq!(sc["capabilities"]["drop"], json!(["ALL"]), "{what}");
     let args = strs(&ct["args"]);
     assert_eq!(args[0], "agent", "{what}");
-    if c.netns_all {
-        assert_eq!(
-            sc["capabilities"]["add"],
-            json!(["SYS_ADMIN", "SYS_PTRACE"]),
-            "{what}"
-        );
+    // Root with exactly the added capabilities the mode needs (SYS_ADMIN
+    // covers BPF and PERFMON), or uid 65534 with none.
+    let add = if c.netns_all {
+        Some(json!(["SYS_ADMIN", "SYS_PTRACE"]))
+    } else if c.ebpf {
+        Some(json!(["BPF", "PERFMON"]))
+    } else {
+        None
+    };
+    if let Some(add) = add {
+        assert_eq!(sc["capabilities"]["add"], add, "{what}");
         for s in [psc, sc] {
             assert_eq!(s["runAsUser"], 0, "{what}");
             assert_eq!(s["runAsNonRoot"], false, "{what}");
         }
-        assert!(args.contains(&"--netns=all"), "{what}: {args:?}");
     } else {
         assert!(
             sc["capabilities"]["add"].is_null(),
@@ -319,7 +331,25 @@ fn check_case(c: &Case, agent_help: &str) {
         );
         assert_eq!(psc["runAsUser"], 65534, "{what}");
         assert_eq!(psc["runAsNonRoot"], true, "{what}");
+    }
+    if c.netns_all {
+        assert!(args.contains(&"--netns=all"), "{what}: {args:?}");
+    } else {
         assert!(!args.iter().any(|a| a.starts_with("--netns")), "{what}");
+    }
+    let ebpf: Vec<&str> = args
+        .iter()
+        .copied()
+        .filter(|a| a.starts_with("--ebpf"))
+        .collect();
+    if c.ebpf {
+        assert_eq!(
+            ebpf,
+            ["--ebpf=auto", "--ebpf.max-entries=16384"],
+            "{what}: {args:?}"
+        );
+    } else {
+        assert_eq!(ebpf, ["--ebpf=off"], "{what}: {args:?}");
     }
     for a in args.iter().filter(|a| a.starts_with("--")) {
         let flag = a.split('=').next().unwrap();
@@ -478,6 +508,11 @@ fn matrix(tls_file: &Path) -> Vec<Case> {
             vec!["prometheusRule.enabled=true", "dashboard.enabled=true"],
         ),
         ("own pod only", vec!["hostNetwork=false"]),
+        ("no eBPF", vec!["ebpf.enabled=false"]),
+        (
+            "netns all, no eBPF",
+            vec!["netns=all", "ebpf.enabled=false"],
+        ),
     ];
     let mut cases = Vec::new();
     let flag = |sets: &[&str], s: &str| sets.contains(&s);
@@ -487,6 +522,7 @@ fn matrix(tls_file: &Path) -> Vec<Case> {
         cases.push(Case {
             name: name.to_string(),
             netns_all: flag(sets, "netns=all"),
+            ebpf: !flag(sets, "ebpf.enabled=false"),
             host_network: !flag(sets, "hostNetwork=false"),
             tls: false,
             service: !flag(sets, "service.enabled=false"),
@@ -508,6 +544,7 @@ fn matrix(tls_file: &Path) -> Vec<Case> {
             ];
             cases.push(Case {
                 netns_all: netns == "all",
+                ebpf: true,
                 host_network: true,
                 tls: true,
                 service: true,
@@ -533,6 +570,7 @@ fn matrix(tls_file: &Path) -> Vec<Case> {
         };
         cases.push(Case {
             netns_all: v["netns"] == "all",
+            ebpf: v["ebpf"]["enabled"] != false,
             host_network: v["hostNetwork"] != false,
             tls: !v["webConfig"]["config"]["tls_server_config"].is_null(),
             service: v["service"]["enabled"] != false,
@@ -787,10 +825,18 @@ fn notes_say_how_to_check_it_works() {
         format!("kubectl -n {NAMESPACE} rollout status {ds}"),
         format!("kubectl -n {NAMESPACE} port-forward {ds} 9977"),
         "curl -s http://127.0.0.1:9977/metrics".to_owned(),
-        "the node's network namespace, no privilege".to_owned(),
+        "the node's network namespace, uid 0 with CAP_BPF and CAP_PERFMON only".to_owned(),
+        "eBPF connect outcomes (sockscope_connects_total): --ebpf=auto; a node that cannot run them says why in the pod's log".to_owned(),
         "prometheus.monitor.enabled=true".to_owned(),
     ] {
         assert!(notes.contains(&want), "NOTES lack {want:?}:\n{notes}");
+    }
+    let notes = render_notes(&["ebpf.enabled=false"]);
+    for want in [
+        "the node's network namespace, no privilege",
+        "eBPF connect outcomes (sockscope_connects_total): off (ebpf.enabled=false)",
+    ] {
+        assert!(notes.contains(want), "NOTES lack {want:?}:\n{notes}");
     }
     let notes = render_notes(&[
         "netns=all",

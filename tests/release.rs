@@ -136,6 +136,7 @@ fn release_artifacts_install_and_verify() {
         "deploy/systemd/sockscope.service",
         "deploy/prometheus/alerts.yml",
         "deploy/kubernetes/daemonset.yaml",
+        "deploy/kubernetes/daemonset-unprivileged.yaml",
         "deploy/helm/sockscope/Chart.yaml",
         "dashboards/sockscope.json",
     ] {
