@@ -76,7 +76,10 @@ pub fn start(settings: EbpfSettings) -> Result<Option<EbpfEvents>, String> {
         max_entries: settings.max_entries,
         kernel_stats: settings.kernel_stats,
     };
-    match ConnectEvents::load(&opts) {
+    let loaded = ConnectEvents::load(&opts);
+    // The loader parsed the kernel's BTF (megabytes, freed now).
+    crate::web::trim::trim();
+    match loaded {
         Ok(source) => {
             tracing::info!(
                 max_entries = settings.max_entries,

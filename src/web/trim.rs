@@ -38,10 +38,12 @@ pub async fn trim_after_closes(stats: Arc<WebStats>, period: Duration) {
     }
 }
 
+/// `malloc_trim(0)`: gives the free pages of every arena back to the
+/// kernel (also after the eBPF loader parsed the kernel's 5 MB of BTF).
 /// The crate's one `unsafe`: a libc call without pointers.
 #[cfg(target_env = "gnu")]
 #[allow(unsafe_code)]
-fn trim() {
+pub(crate) fn trim() {
     // SAFETY: malloc_trim(0) takes no pointer and has no precondition;
     // glibc serialises it with every other allocator call.
     unsafe {
@@ -50,4 +52,4 @@ fn trim() {
 }
 
 #[cfg(not(target_env = "gnu"))]
-fn trim() {}
+pub(crate) fn trim() {}
