@@ -46,6 +46,26 @@ fn socket() -> socket2::Socket {
     socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap()
 }
 
+/// Waits (bounded, scaled under emulation) for the agent's "serving" log
+/// line: it serves once its programs are attached, which under an
+/// emulated CPU (parsing the kernel's BTF) can outlast a scrape's read
+/// timeout, while its listener is bound earlier.
+fn wait_serving(agent: &mut Agent) {
+    wait_for(
+        "the agent's \"serving\" line",
+        Duration::from_secs(20),
+        || {
+            agent.assert_running();
+            let log = agent.log();
+            if log.contains("serving address=") {
+                Ok(())
+            } else {
+                Err(log)
+            }
+        },
+    );
+}
+
 /// The client's tally: (destination, result) → count.
 type Tally = BTreeMap<(String, String), u64>;
 
@@ -80,6 +100,7 @@ fn netns_ebpf_connect_outcomes_equal_the_clients() {
             ("net/ipv4/tcp_tw_reuse", "0"),
         ]);
         let mut agent = Agent::spawn(&["--ebpf", "on"]);
+        wait_serving(&mut agent);
         let mut scraper = Scraper::connect(&mut agent);
         let first = scraper.scrape();
         assert_eq!(first.value("sockscope_ebpf_programs", &[]), 1.0);
@@ -294,6 +315,7 @@ fn netns_ebpf_every_namespace_from_one_program() {
                 run_ok("ip", &["-n", ns, "link", "set", "lo", "up"]);
             }
             let mut agent = Agent::spawn(&["--ebpf", "on", "--netns", "all"]);
+            wait_serving(&mut agent);
             // The agent answers once its programs are attached (its
             // listener is bound before: a connect may be queued earlier).
             let programs = Scraper::connect(&mut agent)
@@ -397,6 +419,7 @@ fn netns_ebpf_without_capabilities() {
         let via: &[&str] = &[drop, "--", "-c", "exec \"$0\" \"$@\""];
 
         let mut agent = Agent::spawn_via(&capsh, via, &["--ebpf", "auto"]);
+        wait_serving(&mut agent);
         let mut scraper = Scraper::connect(&mut agent);
         let m = scraper.scrape_after(now_unix());
         assert!(
@@ -549,6 +572,7 @@ fn netns_ebpf_with_the_shipped_unit_capabilities() {
         let args = as_unit(&limit.to_string());
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let mut agent = Agent::spawn_via(&prlimit, &args, &["--ebpf", "on"]);
+        wait_serving(&mut agent);
         let mut scraper = Scraper::connect(&mut agent);
         assert_eq!(scraper.scrape().value("sockscope_ebpf_programs", &[]), 1.0);
         let e = TcpStream::connect(CLOSED).unwrap_err();
