@@ -246,7 +246,9 @@ fn release_artifacts_install_and_verify() {
     for (k, v) in [
         ("DynamicUser", "yes"),
         ("ProtectSystem", "strict"),
-        ("CapabilityBoundingSet", ""),
+        // Exactly the eBPF source's two capabilities (README "Privileges").
+        ("CapabilityBoundingSet", "CAP_BPF CAP_PERFMON"),
+        ("AmbientCapabilities", "CAP_BPF CAP_PERFMON"),
     ] {
         assert_eq!(get(k), [v], "{k}");
     }
