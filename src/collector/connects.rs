@@ -17,30 +17,31 @@ use crate::collector::Part;
 use crate::collector::cap::OtherCounters;
 use crate::collector::ephemeral_ports::OTHER;
 use crate::metrics::Families;
+use crate::source::ebpf::EbpfStats;
 
 crate::metric_specs! {
     /// [`Connects`]: the `flows` map of `source::ebpf`.
     CONNECTS = "sockscope_connects_total", Counter, ["local_ip", "destination", "result"],
         "TCP connect() outcomes per local IP and destination, counted in the kernel at tracepoint sock:inet_sock_set_state since the agent started: result=\"established\" (SYN_SENT -> ESTABLISHED), \"eaddrnotavail\" (no free local port: SYN_SENT -> CLOSE with source port 0, or after an explicit bind() whose 4-tuple is taken), \"aborted\" (closed by the application while still connecting), or the errno the connect ended with in lower case (econnrefused, etimedout, ehostunreach, ...). Failures connect() returns before SYN_SENT (routing) are not seen. Kept monotonic across the --ephemeral.top-destinations cap.";
-    /// [`EbpfHealth::programs`].
+    /// [`EbpfStats::programs`].
     EBPF_PROGRAMS = "sockscope_ebpf_programs", Gauge, [],
         "eBPF programs loaded and attached by the agent (tp_btf/inet_sock_set_state): 1 while the event source runs, absent when it does not (--ebpf).";
-    /// [`EbpfHealth::map_entries`].
+    /// [`EbpfStats::map_entries`].
     EBPF_MAP_ENTRIES = "sockscope_ebpf_map_entries", Gauge, ["map"],
         "Rows in the eBPF map (one per namespace, local IP, destination and result), as of the latest read.";
-    /// [`EbpfHealth::map_max_entries`].
+    /// [`EbpfStats::map_max_entries`].
     EBPF_MAP_MAX_ENTRIES = "sockscope_ebpf_map_max_entries", Gauge, ["map"],
         "Capacity of the eBPF map (--ebpf.max-entries); when full, new rows are not made and their events are counted in sockscope_ebpf_events_lost_total.";
-    /// [`EbpfHealth::events_total`].
+    /// [`EbpfStats::events_total`].
     EBPF_EVENTS = "sockscope_ebpf_events_total", Counter, [],
         "Socket state changes the eBPF programs counted into the map (connect outcomes and entries into TIME_WAIT), summed over CPUs.";
-    /// [`EbpfHealth::lost_total`].
+    /// [`EbpfStats::lost_total`].
     EBPF_LOST = "sockscope_ebpf_events_lost_total", Counter, [],
         "Events the eBPF programs could not count because the map was full (a new row needed; raise --ebpf.max-entries).";
-    /// [`EbpfHealth::run_time_seconds`].
+    /// [`EbpfStats::run_time_seconds`].
     EBPF_RUN_TIME = "sockscope_ebpf_program_run_seconds_total", Counter, [],
         "Kernel time the eBPF programs took (bpf_prog_info run_time_ns), with --ebpf.kernel-stats only (BPF_ENABLE_STATS: needs CAP_SYS_ADMIN and turns run-time statistics on host-wide).";
-    /// [`EbpfHealth::run_count`].
+    /// [`EbpfStats::run_count`].
     EBPF_RUNS = "sockscope_ebpf_program_runs_total", Counter, [],
         "Runs of the eBPF programs (bpf_prog_info run_cnt: every inet_sock_set_state on the host, counted or not), with --ebpf.kernel-stats only.";
 }
@@ -149,31 +150,25 @@ pub fn cap_across(
     }
 }
 
-/// The event source's own health (host-wide).
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct EbpfHealth {
-    pub programs: u32,
-    pub map_entries: u64,
-    pub map_max_entries: u32,
-    pub events_total: u64,
-    pub lost_total: u64,
-    pub run_time_seconds: Option<f64>,
-    pub run_count: Option<u64>,
-}
+/// The event source's own health (host-wide): its latest read's
+/// [`EbpfStats`], encoded.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct EbpfHealth(pub EbpfStats);
 
 impl Part for EbpfHealth {
     fn encode(&self, out: &mut Families) {
-        out.one(&EBPF_PROGRAMS, Some(f64::from(self.programs)));
-        out.push(&EBPF_MAP_ENTRIES, &[FLOWS_MAP], self.map_entries as f64);
+        let s = &self.0;
+        out.one(&EBPF_PROGRAMS, Some(f64::from(s.programs)));
+        out.push(&EBPF_MAP_ENTRIES, &[FLOWS_MAP], s.map_entries as f64);
         out.push(
             &EBPF_MAP_MAX_ENTRIES,
             &[FLOWS_MAP],
-            f64::from(self.map_max_entries),
+            f64::from(s.map_max_entries),
         );
-        out.one(&EBPF_EVENTS, Some(self.events_total as f64));
-        out.one(&EBPF_LOST, Some(self.lost_total as f64));
-        out.one(&EBPF_RUN_TIME, self.run_time_seconds);
-        out.one(&EBPF_RUNS, self.run_count.map(|n| n as f64));
+        out.one(&EBPF_EVENTS, Some(s.events_total as f64));
+        out.one(&EBPF_LOST, Some(s.lost_total as f64));
+        out.one(&EBPF_RUN_TIME, s.run_time_seconds);
+        out.one(&EBPF_RUNS, s.run_count.map(|n| n as f64));
     }
 }
 

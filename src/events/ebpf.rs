@@ -158,18 +158,9 @@ impl EventSource for EbpfEvents {
             events.host.push(Arc::new(HostPart { status, ebpf: None }));
             return events;
         };
-        let s = &read.stats;
         events.host.push(Arc::new(HostPart {
             status,
-            ebpf: Some(EbpfHealth {
-                programs: s.programs,
-                map_entries: s.map_entries,
-                map_max_entries: s.map_max_entries,
-                events_total: s.events_total,
-                lost_total: s.lost_total,
-                run_time_seconds: s.run_time_seconds,
-                run_count: s.run_count,
-            }),
+            ebpf: Some(EbpfHealth(read.stats.clone())),
         }));
         let mut tables: HashMap<u64, Connects> = HashMap::new();
         let mut entries: HashMap<u64, HashMap<PoolKey, u64>> = HashMap::new();

@@ -74,7 +74,7 @@ fn encoded_families() {
     let c = table(&[("127.0.0.1:7100", "eaddrnotavail", 13)]);
     let text = encoded(|o| {
         c.encode(o);
-        EbpfHealth {
+        EbpfHealth(EbpfStats {
             programs: 1,
             map_entries: 1,
             map_max_entries: 16384,
@@ -82,7 +82,7 @@ fn encoded_families() {
             lost_total: 0,
             run_time_seconds: None,
             run_count: None,
-        }
+        })
         .encode(o);
     });
     assert!(text.contains(
