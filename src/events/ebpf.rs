@@ -132,12 +132,6 @@ impl Part for HostPart {
 
 impl EventSource for EbpfEvents {
     fn collect(&mut self, found: &[u64]) -> Events {
-        if self.settings.all_namespaces {
-            let live: HashSet<u64> = found.iter().copied().collect();
-            if let Err(e) = self.source.forget(|ns| live.contains(&u64::from(ns))) {
-                tracing::debug!(error = %e, "forgetting the rows of namespaces gone");
-            }
-        }
         let source = &mut self.source;
         let (read, status) = self.health.execute(SourceId::EbpfConnects, || {
             let r = source.read().map_err(source_error)?;
@@ -150,7 +144,18 @@ impl EventSource for EbpfEvents {
                 },
             ))
         });
-        if read.is_some() {
+        if let Some(r) = &read {
+            // Rows of namespaces gone (never any with --netns self, whose
+            // program counts the agent's own alone): deleted from the map,
+            // which walks its keys, only when this read showed some.
+            let live: HashSet<u64> = found.iter().copied().collect();
+            let gone = |ns: u32| !live.contains(&u64::from(ns));
+            if self.settings.all_namespaces
+                && r.flows.iter().any(|(f, _)| gone(f.netns))
+                && let Err(e) = self.source.forget(|ns| !gone(ns))
+            {
+                tracing::debug!(error = %e, "forgetting the rows of namespaces gone");
+            }
             self.last = read;
         }
         let mut events = Events::default();
