@@ -5,11 +5,9 @@
 //! configure), it reads inet_diag, unix_diag and /proc/net and reports the
 //! same figures as the kernel shows `ss`; `--ebpf auto` (the default) then
 //! logs once why eBPF is off and exports no event series, and `--ebpf on`
-//! refuses to start. With exactly the unit's `CAP_BPF` and `CAP_PERFMON`
-//! as ambient capabilities of `nobody` (what systemd's
-//! `AmbientCapabilities=` hands its dynamic user) the eBPF source runs. Its
-//! peak RSS here must fit the memory limit of
-//! `deploy/kubernetes/daemonset.yaml`.
+//! refuses to start. (With exactly the unit's `CAP_BPF` and `CAP_PERFMON`
+//! the eBPF source runs: tests/netns_ebpf.rs, also on 5.10.) Its peak RSS
+//! here must fit the memory limit of `deploy/kubernetes/daemonset.yaml`.
 
 mod common;
 
@@ -20,7 +18,7 @@ use common::agent::AGENT_ADDR;
 use common::metrics::Metrics;
 use common::netns::{run_in_netns, setup_netns};
 use common::prereq;
-use common::process::run_ok;
+use common::process::{run_ok, status_field};
 use common::wait::wait_for;
 
 /// The `limits: memory: NMi` of the DaemonSet, in bytes.
@@ -43,15 +41,6 @@ fn daemonset_memory_limit() -> u64 {
         .parse()
         .unwrap();
     mi << 20
-}
-
-fn status_field(pid: u32, key: &str) -> String {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    s.lines()
-        .find_map(|l| l.strip_prefix(key))
-        .unwrap_or_else(|| panic!("{key} in /proc/{pid}/status"))
-        .trim()
-        .to_owned()
 }
 
 #[test]
@@ -229,129 +218,3 @@ const NOBODY_NO_CAPS: &[&str] = &[
     "--bounding-set=-all",
     "--no-new-privs",
 ];
-
-/// The capabilities of `deploy/systemd/sockscope.service`, read from the
-/// file as shipped: `AmbientCapabilities=` and `CapabilityBoundingSet=`.
-fn unit_capabilities() -> (String, String) {
-    let unit = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/deploy/systemd/sockscope.service"
-    ))
-    .unwrap();
-    let get = |k: &str| {
-        unit.lines()
-            .find_map(|l| l.strip_prefix(k))
-            .unwrap_or_else(|| panic!("no {k} in the unit"))
-            .trim()
-            .to_owned()
-    };
-    (get("AmbientCapabilities="), get("CapabilityBoundingSet="))
-}
-
-/// `CAP_BPF CAP_PERFMON` → `+bpf,+perfmon` for setpriv.
-fn setpriv_caps(unit_value: &str) -> String {
-    unit_value
-        .split_whitespace()
-        .map(|c| format!("+{}", c.trim_start_matches("CAP_").to_lowercase()))
-        .collect::<Vec<_>>()
-        .join(",")
-}
-
-/// The unit's capability sets, emulated with setpriv (systemd is not PID 1
-/// on every machine the tests run on): `nobody` with the unit's ambient
-/// capabilities (so also inheritable, permitted and effective after exec)
-/// and bounding set, no_new_privs. The eBPF source loads and counts the
-/// scrapes' connects; nothing else is held.
-#[test]
-#[ignore = "needs root (unshare -n), iproute2, setpriv and a kernel with BTF: ./scripts/test runs it"]
-fn agent_runs_ebpf_with_the_units_capabilities_only() {
-    run_in_netns("agent_runs_ebpf_with_the_units_capabilities_only", || {
-        prereq::tool("setpriv");
-        setup_netns(&[]);
-        let (ambient, bounding) = unit_capabilities();
-        assert_eq!(ambient, "CAP_BPF CAP_PERFMON");
-        assert_eq!(bounding, ambient);
-        let amb = setpriv_caps(&ambient);
-        let mut child = prereq::command("setpriv")
-            .args([
-                "--reuid=65534",
-                "--regid=65534",
-                "--clear-groups",
-                &format!("--inh-caps=-all,{amb}"),
-                &format!("--ambient-caps=-all,{amb}"),
-                &format!("--bounding-set=-all,{}", setpriv_caps(&bounding)),
-                "--no-new-privs",
-            ])
-            .arg(env!("CARGO_BIN_EXE_sockscope"))
-            .args([
-                "agent",
-                "--web.listen-address",
-                AGENT_ADDR,
-                "--poll.interval",
-                "100ms",
-                "--ebpf",
-                "on",
-            ])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawning setpriv");
-        let pid = child.id();
-        let result = std::panic::catch_unwind(|| {
-            wait_for("the agent to listen", Duration::from_secs(20), || {
-                let out = run_ok("ss", &["-Hltn", "sport = :9977"]);
-                if out.contains(AGENT_ADDR) {
-                    Ok(())
-                } else {
-                    Err(out)
-                }
-            });
-            assert_eq!(
-                status_field(pid, "Uid:").split_whitespace().next(),
-                Some("65534")
-            );
-            // CAP_PERFMON = 38, CAP_BPF = 39.
-            let two = format!("{:016x}", (1u64 << 38) | (1 << 39));
-            for caps in ["CapEff:", "CapPrm:", "CapBnd:", "CapAmb:"] {
-                assert_eq!(status_field(pid, caps), two, "{caps}");
-            }
-            assert_eq!(status_field(pid, "NoNewPrivs:"), "1");
-            // The scrapes' own connects, counted in the kernel.
-            wait_for("connects counted by eBPF", Duration::from_secs(10), || {
-                let body = ureq::get(&format!("http://{AGENT_ADDR}/metrics"))
-                    .call()
-                    .map_err(|e| e.to_string())?
-                    .into_body()
-                    .read_to_string()
-                    .map_err(|e| e.to_string())?;
-                let m = Metrics::parse(&body)?;
-                let established = m.get(
-                    "sockscope_connects_total",
-                    &[
-                        ("local_ip", "127.0.0.1"),
-                        ("destination", AGENT_ADDR),
-                        ("result", "established"),
-                    ],
-                );
-                match (
-                    m.get("sockscope_source_up", &[("source", "ebpf_connects")]),
-                    m.get("sockscope_ebpf_programs", &[]),
-                    established,
-                ) {
-                    (Some(1.0), Some(p), Some(n)) if p >= 1.0 && n >= 1.0 => Ok(()),
-                    other => Err(format!("{other:?}")),
-                }
-            });
-        });
-        let _ = child.kill();
-        let out = child.wait_with_output().unwrap();
-        if let Err(e) = result {
-            eprintln!(
-                "----- agent stderr -----\n{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            std::panic::resume_unwind(e);
-        }
-    });
-}

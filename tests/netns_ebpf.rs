@@ -29,10 +29,19 @@ use common::agent::{Agent, agent_bin};
 use common::metrics::{Metrics, check_promtool, check_python_parser};
 use common::netns::{run_in_netns, run_unshared, setup_netns};
 use common::prereq;
-use common::process::run_ok;
+use common::process::{run_ok, status_field};
 use common::scrape::{Scraper, measure};
 use common::truth::ss_pool;
 use common::wait::{now_unix, wait_for};
+
+/// `sockscope` arguments of an agent that must load its programs or exit.
+const EBPF_ON: &[&str] = &[
+    "agent",
+    "--web.listen-address",
+    "127.0.0.1:0",
+    "--ebpf",
+    "on",
+];
 
 const UPSTREAM: &str = "127.0.0.1:7100";
 const CLOSED: &str = "127.0.0.1:7101";
@@ -453,13 +462,7 @@ fn netns_ebpf_without_capabilities() {
         let out = Command::new(&capsh)
             .args(via)
             .arg(agent_bin())
-            .args([
-                "agent",
-                "--web.listen-address",
-                "127.0.0.1:0",
-                "--ebpf",
-                "on",
-            ])
+            .args(EBPF_ON)
             .output()
             .unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
@@ -512,14 +515,13 @@ fn kernel_version() -> (u32, u32) {
 fn netns_ebpf_with_the_shipped_unit_capabilities() {
     run_in_netns("netns_ebpf_with_the_shipped_unit_capabilities", || {
         setup_netns(&[]);
-        let caps: Vec<String> = unit_value("AmbientCapabilities")
+        let ambient = unit_value("AmbientCapabilities");
+        assert_eq!(ambient, "CAP_BPF CAP_PERFMON");
+        assert_eq!(unit_value("CapabilityBoundingSet"), ambient);
+        let caps: Vec<String> = ambient
             .split_whitespace()
             .map(|c| c.to_lowercase().trim_start_matches("cap_").to_owned())
             .collect();
-        assert!(
-            caps.iter().any(|c| c == "bpf") && caps.iter().any(|c| c == "perfmon"),
-            "the unit grants CAP_BPF and CAP_PERFMON: {caps:?}"
-        );
         let plus = caps
             .iter()
             .map(|c| format!("+{c}"))
@@ -549,6 +551,7 @@ fn netns_ebpf_with_the_shipped_unit_capabilities() {
                 format!("--inh-caps=-all,{plus}"),
                 format!("--ambient-caps=-all,{plus}"),
                 format!("--bounding-set=-all,{plus}"),
+                "--no-new-privs".into(),
                 "--".into(),
             ]
         };
@@ -573,6 +576,18 @@ fn netns_ebpf_with_the_shipped_unit_capabilities() {
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let mut agent = Agent::spawn_via(&prlimit, &args, &["--ebpf", "on"]);
         wait_serving(&mut agent);
+        // Nothing else held: uid nobody, exactly the two capabilities in
+        // every set (CAP_PERFMON = 38, CAP_BPF = 39), no_new_privs.
+        let pid = agent.pid();
+        assert_eq!(
+            status_field(pid, "Uid:").split_whitespace().next(),
+            Some("65534")
+        );
+        let two = format!("{:016x}", (1u64 << 38) | (1 << 39));
+        for set in ["CapEff:", "CapPrm:", "CapBnd:", "CapAmb:"] {
+            assert_eq!(status_field(pid, set), two, "{set}");
+        }
+        assert_eq!(status_field(pid, "NoNewPrivs:"), "1");
         let mut scraper = Scraper::connect(&mut agent);
         assert_eq!(scraper.scrape().value("sockscope_ebpf_programs", &[]), 1.0);
         let e = TcpStream::connect(CLOSED).unwrap_err();
@@ -605,13 +620,7 @@ fn netns_ebpf_with_the_shipped_unit_capabilities() {
             .arg(&prlimit)
             .args(as_unit("65536"))
             .arg(agent_bin())
-            .args([
-                "agent",
-                "--web.listen-address",
-                "127.0.0.1:0",
-                "--ebpf",
-                "on",
-            ])
+            .args(EBPF_ON)
             .output()
             .unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);

@@ -390,3 +390,13 @@ pub fn assert_ok(cmd: &mut Command) -> Output {
 pub fn ok_stdout(cmd: &mut Command) -> String {
     String::from_utf8_lossy(&assert_ok(cmd).stdout).into_owned()
 }
+
+/// The value of `key` (e.g. `"CapEff:"`) in `/proc/PID/status`, trimmed.
+pub fn status_field(pid: u32, key: &str) -> String {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    s.lines()
+        .find_map(|l| l.strip_prefix(key))
+        .unwrap_or_else(|| panic!("{key} in /proc/{pid}/status"))
+        .trim()
+        .to_owned()
+}
