@@ -53,8 +53,12 @@ impl Scraper {
                 Err(e) => panic!("connecting to the agent: {e}"),
             }
         };
+        // A hang detector, scaled under emulation: the agent listens before
+        // it loads its eBPF programs and polls once (its "serving" line), and
+        // under TCG parsing the kernel's BTF alone takes seconds, so the
+        // first answer can come late.
         stream
-            .set_read_timeout(Some(Duration::from_secs(10)))
+            .set_read_timeout(Some(scaled(Duration::from_secs(10))))
             .unwrap();
         stream.set_nodelay(true).unwrap();
         let local = stream.local_addr().unwrap();
