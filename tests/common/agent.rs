@@ -10,7 +10,7 @@ use rustix::process::Signal;
 
 use super::process::{LoggedChild, signal_child};
 use super::scrape::Scraper;
-use super::wait::wait_for;
+use super::wait::{scaled, wait_for};
 
 /// The binary under test: `SOCKSCOPE_AGENT_BIN` when set (to measure
 /// another build with the same test, e.g. the static musl one for
@@ -101,6 +101,18 @@ impl Agent {
             .args(log_flags);
         if !extra.contains(&"--poll.interval") {
             cmd.args(["--poll.interval", "100ms"]);
+        }
+        // The agent closes a keep-alive connection idle for this long, and a
+        // test's one scrape connection ([`super::scrape::Scraper`]) idles
+        // while the test builds its world: the default 10 s, scaled like
+        // every wait under emulation (on 5.10 under TCG a ground-truth
+        // world outlasted 10 s between two scrapes). web_limits sets its own.
+        if !extra.contains(&"--web.read-header-timeout") {
+            let idle = scaled(Duration::from_secs(10));
+            cmd.args([
+                "--web.read-header-timeout",
+                &format!("{}ms", idle.as_millis()),
+            ]);
         }
         cmd.args(extra);
         prepare(&mut cmd);
