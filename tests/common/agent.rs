@@ -104,9 +104,10 @@ impl Agent {
         }
         // The agent closes a keep-alive connection idle for this long, and a
         // test's one scrape connection ([`super::scrape::Scraper`]) idles
-        // while the test builds its world: the default 10 s, scaled like
-        // every wait under emulation (on 5.10 under TCG a ground-truth
-        // world outlasted 10 s between two scrapes). web_limits sets its own.
+        // between scrapes while the test builds its world or reads `ss`:
+        // the default 10 s, scaled like every wait under emulation (on 5.10
+        // under TCG netns_ground_truth_procfs idled past 10 s between two
+        // scrapes). web_limits sets its own.
         if !extra.contains(&"--web.read-header-timeout") {
             let idle = scaled(Duration::from_secs(10));
             cmd.args([
