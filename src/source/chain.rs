@@ -19,10 +19,11 @@
 //! ephemeral-port pools: a socket on a listening port was not picked by
 //! `connect()`) has them when it needs them ([`TcpObserver`]).
 //!
-//! Adding a polled source (conntrack, say): a reader (a `Kernel` method
-//! that streams typed records), an observer (a `crate::collector` type
-//! that implements the observer trait of its records), and one line
-//! where the poller registers the pair (README "Architecture").
+//! A polled source that streams records takes a reader here (a `Kernel`
+//! method that streams typed records into an observer), an observer trait
+//! and a chain; one that returns a value (a count, a table's fill) needs
+//! none of this: its `Part` is read in `Poller::poll_with` (README
+//! "Architecture").
 
 use crate::collector::health::{Health, SourceStatus};
 use crate::model::{Family, TcpSocket, UnixSocket};
