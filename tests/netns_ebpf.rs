@@ -31,7 +31,7 @@ use common::netns::{run_in_netns, run_unshared, setup_netns};
 use common::prereq;
 use common::process::{run_ok, status_field};
 use common::scrape::{Scraper, measure};
-use common::truth::ss_pool;
+use common::truth::{ss_pool, ss_tcp_listen_queue};
 use common::wait::{now_unix, wait_for};
 
 /// `sockscope` arguments of an agent that must load its programs or exit.
@@ -134,6 +134,16 @@ fn netns_ebpf_connect_outcomes_equal_the_clients() {
                 TcpStream::connect(STUCK).unwrap()
             })
             .collect();
+        // Both in the queue before the next SYN: a late ACK (softirqs run
+        // late under TCG) would leave the queue room for one more.
+        wait_for(
+            "the queue to hold 2",
+            Duration::from_secs(5),
+            || match ss_tcp_listen_queue(STUCK) {
+                Some((2, _)) => Ok(()),
+                q => Err(format!("{q:?}")),
+            },
+        );
         let pending: Vec<socket2::Socket> = (0..3)
             .map(|_| {
                 let c = socket();

@@ -23,8 +23,8 @@ use common::netns::{ephemeral_limit, run_in_netns, setup_netns, sysctl};
 use common::scrape::{Scraper, measure};
 use common::truth::{
     ProcUnixLine, SsTcpRow, SsUnixRow, assert_sysctls, assert_tcp_states, assert_unix_sockets,
-    count_states, netstat_tcpext, proc_net_unix, sockstat_tcp, sockstat_tw, ss_tcp, ss_unix,
-    ss_unix_listener, unix_counts, unix_path_lines,
+    count_states, netstat_tcpext, proc_net_unix, sockstat_tcp, sockstat_tw, ss_tcp,
+    ss_tcp_listen_queue, ss_unix, ss_unix_listener, unix_counts, unix_path_lines,
 };
 use common::wait::{scaled, wait_for};
 use socket2::{Domain, SockAddr, Socket, Type};
@@ -211,9 +211,17 @@ struct World {
 fn build_world() -> World {
     // A TCP listener that never accepts, backlog 8, and 12 nonblocking
     // clients: 9 queued (limit + 1), 3 stuck in SYN_SENT.
+    //
+    // One at a time: each of the first 9 is waited for in the accept queue
+    // before the next connects, so the last 3 SYNs find the queue full and
+    // are dropped. Connected back to back, the handshakes can overlap
+    // (under TCG softirqs run late): all 12 SYNs then find room, 12
+    // clients reach ESTABLISHED, the last 3 ACKs overflow the queue, and
+    // their requests sit in SYN-RECV for a minute (seen in a CI run on 6.1).
     let queue_listener = tcp_listener(QUEUE_PORT, QUEUE_BACKLOG);
+    let queue_local = addr(QUEUE_PORT).to_string();
     let queue_clients: Vec<Socket> = (0..QUEUE_CLIENTS)
-        .map(|_| {
+        .map(|i| {
             let c = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
             c.set_nonblocking(true).unwrap();
             match c.connect(&addr(QUEUE_PORT).into()) {
@@ -221,6 +229,19 @@ fn build_world() -> World {
                 Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
                 Err(e) => panic!("nonblocking connect to :{QUEUE_PORT}: {e}"),
             }
+            let queued = (i as u64 + 1).min(QUEUE_BACKLOG as u64 + 1);
+            wait_for(
+                "the accept queue to take the client",
+                Duration::from_secs(10),
+                || {
+                    let q = ss_tcp_listen_queue(&queue_local).map(|(recv_q, _)| recv_q);
+                    if q == Some(queued) {
+                        Ok(())
+                    } else {
+                        Err(format!("client {i}: queue {q:?}, want {queued}"))
+                    }
+                },
+            );
             c
         })
         .collect();
